@@ -1,0 +1,237 @@
+//! `chimera:agent/kv`: a durable key-value store on redb. Keys are stored as
+//! `(namespace, key)` tuples, and the namespace comes from the policy, so no
+//! key a guest can spell reaches another agent's data.
+
+use redb::{Database, ReadableTable, TableDefinition};
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::CapabilityDecision;
+use crate::bindings::chimera::agent::kv::{self, KeyPage, KvError};
+use crate::error::HostError;
+use crate::policy::{KvGrant, Policy};
+use crate::state::TaskState;
+use crate::usage::{Call, UsageCounters};
+
+const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
+
+pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
+    CapabilityDecision {
+        capability: "kv",
+        section: "[capabilities.kv]",
+        grant: match &policy.capabilities.kv {
+            Some(g) => Ok(format!(
+                "namespace {}, {}keys up to {} bytes, values up to {} bytes",
+                g.namespace.as_deref().map(|n| format!("`{n}`")).unwrap_or_else(|| "= agent name".into()),
+                if g.read_only { "read-only, " } else { "" },
+                g.max_key_bytes,
+                g.max_value_bytes
+            )),
+            None => Err("not granted; add a [capabilities.kv] section to the policy".into()),
+        },
+        link: |l: &mut Linker<TaskState>| kv::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),
+    }
+}
+
+/// The embedded durable store behind `kv`, shared by all agents of a host.
+pub struct KvStore {
+    db: Database,
+}
+
+impl KvStore {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path) -> Result<KvStore, HostError> {
+        let err = |reason: String| HostError::DataDir { path: path.display().to_string(), reason };
+        let db = Database::create(path).map_err(|e| err(format!("cannot open the KV store: {e}")))?;
+        let tx = db.begin_write().map_err(|e| err(e.to_string()))?;
+        tx.open_table(TABLE).map_err(|e| err(e.to_string()))?;
+        tx.commit().map_err(|e| err(e.to_string()))?;
+        Ok(KvStore { db })
+    }
+
+    fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let table = tx.open_table(TABLE).map_err(unavailable)?;
+        Ok(table.get((ns, key)).map_err(unavailable)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Runs `f` on the table in one write transaction and commits it.
+    fn write<R>(&self, f: impl FnOnce(&mut redb::Table<(&str, &str), &[u8]>) -> Result<R, KvError>) -> Result<R, KvError> {
+        let tx = self.db.begin_write().map_err(unavailable)?;
+        let result = {
+            let mut table = tx.open_table(TABLE).map_err(unavailable)?;
+            f(&mut table)?
+        };
+        tx.commit().map_err(unavailable)?;
+        Ok(result)
+    }
+
+    fn list(&self, ns: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<KeyPage, KvError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let table = tx.open_table(TABLE).map_err(unavailable)?;
+        let start = match after {
+            Some(cursor) if cursor >= prefix => Bound::Excluded((ns, cursor)),
+            _ => Bound::Included((ns, prefix)),
+        };
+        let mut keys = Vec::new();
+        let mut more = false;
+        for entry in table.range::<(&str, &str)>((start, Bound::Unbounded)).map_err(unavailable)? {
+            let (k, _) = entry.map_err(unavailable)?;
+            let (entry_ns, key) = k.value();
+            // The range is ordered by namespace first: leaving it ends the scan.
+            if entry_ns != ns || !key.starts_with(prefix) {
+                break;
+            }
+            if keys.len() == limit {
+                more = true;
+                break;
+            }
+            keys.push(key.to_string());
+        }
+        let next_cursor = if more { keys.last().cloned() } else { None };
+        Ok(KeyPage { keys, next_cursor })
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> KvError {
+    KvError::Unavailable(e.to_string())
+}
+
+/// The `kv` capability as one task sees it.
+pub(crate) struct KvTaskState {
+    pub store: Arc<KvStore>,
+    pub namespace: Arc<str>,
+    pub grant: KvGrant,
+}
+
+impl KvTaskState {
+    fn check_key(&self, key: &str) -> Result<(), KvError> {
+        if key.is_empty() {
+            return Err(KvError::InvalidKey("the key is empty".into()));
+        }
+        if key.len() as u64 > self.grant.max_key_bytes {
+            return Err(KvError::TooLarge(format!("key is {} bytes; the limit is {} (max_key_bytes)", key.len(), self.grant.max_key_bytes)));
+        }
+        Ok(())
+    }
+
+    fn check_write(&self, value_len: usize) -> Result<(), KvError> {
+        if self.grant.read_only {
+            return Err(KvError::Denied("this agent's KV grant is read-only".into()));
+        }
+        if value_len as u64 > self.grant.max_value_bytes {
+            return Err(KvError::TooLarge(format!(
+                "value is {value_len} bytes; the limit is {} (max_value_bytes)",
+                self.grant.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl TaskState {
+    /// Runs a store operation off the async workers (redb is blocking and
+    /// a commit syncs to disk).
+    async fn kv_op<R: Send + 'static>(
+        &mut self,
+        write: bool,
+        op: impl FnOnce(&KvStore, &str) -> Result<R, KvError> + Send + 'static,
+    ) -> wasmtime::Result<Result<R, KvError>> {
+        self.usage.count_call(Call::Kv);
+        let Some(kv) = &self.kv else {
+            return Ok(Err(KvError::Denied("kv is not granted".into())));
+        };
+        UsageCounters::add(if write { &self.usage.kv_writes } else { &self.usage.kv_reads }, 1);
+        let store = kv.store.clone();
+        let ns = kv.namespace.clone();
+        let result = tokio::task::spawn_blocking(move || op(&store, &ns))
+            .await
+            .unwrap_or_else(|e| Err(KvError::Unavailable(format!("store task failed: {e}"))));
+        Ok(result)
+    }
+
+    fn kv_grant(&self) -> Result<&KvTaskState, KvError> {
+        self.kv.as_ref().ok_or_else(|| KvError::Denied("kv is not granted".into()))
+    }
+}
+
+macro_rules! check {
+    ($e:expr) => {
+        if let Err(e) = $e {
+            return Ok(Err(e));
+        }
+    };
+}
+
+impl kv::Host for TaskState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
+        check!(self.kv_grant().and_then(|kv| kv.check_key(&key)));
+        self.kv_op(false, move |s, ns| s.get(ns, &key)).await
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), KvError>> {
+        check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(value.len()))));
+        self.kv_op(true, move |s, ns| {
+            s.write(|t| {
+                t.insert((ns, key.as_str()), value.as_slice()).map_err(unavailable)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
+        check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(0))));
+        self.kv_op(true, move |s, ns| s.write(|t| Ok(t.remove((ns, key.as_str())).map_err(unavailable)?.is_some()))).await
+    }
+
+    async fn list_keys(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> wasmtime::Result<Result<KeyPage, KvError>> {
+        let max = match self.kv_grant() {
+            Ok(kv) => kv.grant.max_page_keys,
+            Err(e) => return Ok(Err(e)),
+        };
+        if prefix.len() as u64 > self.kv.as_ref().map_or(0, |k| k.grant.max_key_bytes) {
+            return Ok(Err(KvError::TooLarge("prefix is longer than the longest allowed key".into())));
+        }
+        let limit = limit.clamp(1, max) as usize;
+        self.kv_op(false, move |s, ns| s.list(ns, &prefix, cursor.as_deref(), limit)).await
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, KvError>> {
+        check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(20))));
+        self.kv_op(true, move |s, ns| {
+            s.write(|t| {
+                let current = match t.get((ns, key.as_str())).map_err(unavailable)? {
+                    None => 0,
+                    Some(v) => std::str::from_utf8(v.value())
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                        .ok_or_else(|| KvError::InvalidValue(format!("`{key}` does not hold a decimal integer")))?,
+                };
+                let next = current
+                    .checked_add(delta)
+                    .ok_or_else(|| KvError::InvalidValue(format!("`{key}` would overflow a signed 64-bit integer")))?;
+                t.insert((ns, key.as_str()), next.to_string().as_bytes()).map_err(unavailable)?;
+                Ok(next)
+            })
+        })
+        .await
+    }
+
+    async fn compare_and_swap(&mut self, key: String, expected: Option<Vec<u8>>, new: Vec<u8>) -> wasmtime::Result<Result<bool, KvError>> {
+        check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(new.len()))));
+        self.kv_op(true, move |s, ns| {
+            s.write(|t| {
+                let current = t.get((ns, key.as_str())).map_err(unavailable)?.map(|v| v.value().to_vec());
+                if current != expected {
+                    return Ok(false);
+                }
+                t.insert((ns, key.as_str()), new.as_slice()).map_err(unavailable)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,167 @@
+//! `chimera:agent/logging`: leveled log lines, attributed to agent and task,
+//! escaped and size-capped, emitted as `tracing` events and kept in the
+//! task's report.
+
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::CapabilityDecision;
+use crate::bindings::chimera::agent::logging::{self, Level};
+use crate::policy::{LoggingGrant, Policy};
+use crate::state::TaskState;
+
+pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
+    CapabilityDecision {
+        capability: "logging",
+        section: "[capabilities.logging]",
+        grant: match &policy.capabilities.logging {
+            Some(g) => Ok(format!("log lines up to {} bytes, {} bytes per task", g.max_line_bytes, g.max_bytes_per_task)),
+            None => Err("not granted; add a [capabilities.logging] section to the policy".into()),
+        },
+        link: |l: &mut Linker<TaskState>| logging::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),
+    }
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// The `logging` capability.
+    Agent,
+    /// The guest's captured standard output.
+    Stdout,
+    /// The guest's captured standard error.
+    Stderr,
+}
+
+/// One log line of a task, already escaped and capped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// Where it came from.
+    pub source: LogSource,
+    /// The message, control characters escaped.
+    pub message: String,
+    /// Key/value fields, escaped.
+    pub fields: Vec<(String, String)>,
+}
+
+/// A task's log: lines kept so far and what was dropped. Shared so the lines
+/// survive a task that is cut off by its timeout.
+#[derive(Clone)]
+pub(crate) struct TaskLog {
+    pub agent: Arc<str>,
+    pub task_id: u64,
+    grant: LoggingGrant,
+    inner: Arc<Mutex<LogBuffer>>,
+}
+
+#[derive(Default)]
+pub(crate) struct LogBuffer {
+    pub lines: Vec<LogLine>,
+    pub bytes: u64,
+    pub dropped_lines: u64,
+}
+
+impl TaskLog {
+    pub fn new(agent: Arc<str>, task_id: u64, grant: LoggingGrant) -> Self {
+        TaskLog { agent, task_id, grant, inner: Arc::default() }
+    }
+
+    /// Records one line, escaping and capping it, and emits it to `tracing`.
+    pub fn record(&self, level: Level, source: LogSource, message: &str, fields: &[(String, String)]) {
+        let max = self.grant.max_line_bytes as usize;
+        let mut budget = max;
+        let message = escape_capped(message, &mut budget);
+        let fields: Vec<(String, String)> =
+            fields.iter().map(|(k, v)| (escape_capped(k, &mut budget), escape_capped(v, &mut budget))).collect();
+        let size = (max - budget) as u64;
+        let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if buf.bytes + size > self.grant.max_bytes_per_task {
+            buf.dropped_lines += 1;
+            return;
+        }
+        buf.bytes += size;
+        emit(&self.agent, self.task_id, level, source, &message, &fields);
+        buf.lines.push(LogLine { level: level_name(level), source, message, fields });
+    }
+
+    /// Takes the lines kept so far, and the count of dropped ones.
+    pub fn take(&self) -> (Vec<LogLine>, u64, u64) {
+        let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let b = std::mem::take(&mut *buf);
+        (b.lines, b.bytes, b.dropped_lines)
+    }
+}
+
+fn emit(agent: &str, task: u64, level: Level, source: LogSource, message: &str, fields: &[(String, String)]) {
+    // Fields go in as one Debug value: guest text never becomes a field name.
+    macro_rules! ev {
+        ($lvl:expr) => {
+            tracing::event!(target: "chimera::agent", $lvl, agent = %agent, task, source = ?source, fields = ?fields, "{}", message)
+        };
+    }
+    match level {
+        Level::Trace => ev!(tracing::Level::TRACE),
+        Level::Debug => ev!(tracing::Level::DEBUG),
+        Level::Info => ev!(tracing::Level::INFO),
+        Level::Warn => ev!(tracing::Level::WARN),
+        Level::Error => ev!(tracing::Level::ERROR),
+    }
+}
+
+pub(crate) fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    }
+}
+
+/// Escapes control characters (CR, LF, ESC, ...) so guest text cannot forge
+/// log lines or drive a terminal, and cuts it to the remaining `budget` bytes.
+pub fn escape_capped(text: &str, budget: &mut usize) -> String {
+    let mut out = String::with_capacity(text.len().min(*budget));
+    for c in text.chars() {
+        let start = out.len();
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() > *budget {
+            out.truncate(start);
+            out.push('…');
+            *budget = 0;
+            return out;
+        }
+    }
+    *budget -= out.len();
+    out
+}
+
+impl logging::Host for TaskState {
+    async fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+        self.usage.count_call(crate::usage::Call::Logging);
+        self.log.record(level, LogSource::Agent, &message, &fields);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters_and_caps() {
+        let mut budget = 100;
+        assert_eq!(escape_capped("a\r\nb\x1b[31m", &mut budget), "a\\r\\nb\\u{1b}[31m");
+        let mut budget = 5;
+        assert_eq!(escape_capped("hello world", &mut budget), "hello…");
+        assert_eq!(budget, 0);
+    }
+}

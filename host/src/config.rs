@@ -1,0 +1,56 @@
+//! Host-wide configuration: the engine, its instance pool and the data directory.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a [`Host`](crate::Host) is set up. Per-agent limits live in each
+/// agent's policy; these are the host-wide bounds they must fit in.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where the KV store lives (`kv.redb`). Created on first use.
+    pub data_dir: PathBuf,
+    /// Use the pooling instance allocator (fast instantiation, tuned for
+    /// reuse). Without it, every instance maps fresh memory.
+    pub pooling: bool,
+    /// Instances that can be alive at once (the pool size).
+    pub max_instances: u32,
+    /// Largest linear memory one instance may have, in MiB. A policy may not
+    /// ask for more.
+    pub max_memory_mib: u64,
+    /// Wasm stack for every task, in KiB.
+    pub stack_kib: u64,
+    /// Length of one epoch tick: the granularity of CPU accounting.
+    pub epoch_tick: Duration,
+    /// Linear memory kept resident in a pool slot between tenants (it is
+    /// zeroed, not unmapped): the main cost saving of pooling.
+    pub keep_resident_bytes: usize,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            data_dir: default_data_dir(),
+            pooling: true,
+            max_instances: 1000,
+            max_memory_mib: 1024,
+            stack_kib: 512,
+            epoch_tick: Duration::from_millis(5),
+            keep_resident_bytes: 2 << 20,
+        }
+    }
+}
+
+/// `$CHIMERA_DATA_DIR`, else `$XDG_DATA_HOME/chimera`, else
+/// `$HOME/.local/share/chimera`, else `./.chimera`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CHIMERA_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("chimera");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/share/chimera");
+    }
+    PathBuf::from(".chimera")
+}

@@ -1,0 +1,460 @@
+//! The host: one engine and instance pool, agents loaded against their
+//! policies, and tasks run in fresh instances under limits.
+
+use serde::Serialize;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+
+use crate::audit::AuditReport;
+use crate::bindings::{AgentError, AgentPre};
+use crate::capabilities::kv::{KvStore, KvTaskState};
+use crate::capabilities::logging::{LogLine, LogSource, TaskLog};
+use crate::capabilities::outbound_http::HttpAccess;
+use crate::capabilities::wasi::{locked_down_ctx, CapturedOutput};
+use crate::capabilities::{self, ImportDecision, Verdict};
+use crate::config::HostConfig;
+use crate::error::{HostError, LoadError, TaskError, Ungranted};
+use crate::limits::{InstanceLimiter, LimitHit};
+use crate::policy::Policy;
+use crate::state::TaskState;
+use crate::usage::{ResourceUsage, UsageCounters};
+
+/// Runs agents. Create one per process (it owns the engine, the instance
+/// pool, the KV store and the epoch ticker) and share it.
+pub struct Host {
+    engine: Engine,
+    config: HostConfig,
+    kv: Mutex<Option<Arc<KvStore>>>,
+    next_task: AtomicU64,
+    _ticker: EpochTicker,
+}
+
+/// An agent ready to run: compiled, checked against its policy, linked with
+/// only its granted capabilities, and pre-instantiated.
+pub struct Agent {
+    name: Arc<str>,
+    policy: Arc<Policy>,
+    pre: AgentPre<TaskState>,
+    imports: Vec<ImportDecision>,
+    kv: Option<(Arc<KvStore>, Arc<str>)>,
+    http: Option<Arc<HttpAccess>>,
+}
+
+impl Agent {
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The policy it runs under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Its imports, all granted.
+    pub fn imports(&self) -> &[ImportDecision] {
+        &self.imports
+    }
+}
+
+/// The result of one task, with what it used and what it logged.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskReport {
+    /// Unique within this host.
+    pub task_id: u64,
+    /// The agent's name.
+    pub agent: String,
+    /// The agent's output, or how the task failed.
+    pub outcome: Result<String, TaskError>,
+    /// Resources used.
+    pub usage: ResourceUsage,
+    /// Log lines (from `logging`, stdout and stderr), escaped and capped.
+    pub logs: Vec<LogLine>,
+}
+
+/// Raised from the epoch callback when the CPU budget is spent.
+#[derive(Debug)]
+struct CpuExhausted;
+
+impl std::fmt::Display for CpuExhausted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CPU budget exhausted")
+    }
+}
+
+impl std::error::Error for CpuExhausted {}
+
+impl Host {
+    /// Creates the engine (pooling allocator, epoch interruption) and starts
+    /// the epoch ticker. Fails with a clear message if the pool does not fit
+    /// in the address space.
+    pub fn new(config: HostConfig) -> Result<Host, HostError> {
+        if config.max_instances == 0 {
+            return Err(HostError::Config("max_instances must be at least 1".into()));
+        }
+        if config.epoch_tick.is_zero() {
+            return Err(HostError::Config("epoch_tick must be longer than zero".into()));
+        }
+        if !(16..=64 * 1024).contains(&config.stack_kib) {
+            return Err(HostError::Config(format!("stack_kib is {}; it must be between 16 and 65536", config.stack_kib)));
+        }
+        let mut c = Config::new();
+        c.epoch_interruption(true);
+        c.max_wasm_stack(config.stack_kib as usize * 1024);
+        // The async fiber stack must hold the wasm stack plus host frames.
+        c.async_stack_size((config.stack_kib as usize + 1024) * 1024);
+        if config.pooling {
+            let n = config.max_instances;
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(8))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(4))
+                .total_stacks(n)
+                .max_core_instances_per_component(64)
+                .max_memories_per_component(16)
+                .max_tables_per_component(32)
+                .max_memory_size((config.max_memory_mib as usize) << 20)
+                .linear_memory_keep_resident(config.keep_resident_bytes)
+                .table_keep_resident(64 << 10)
+                .pagemap_scan(Enabled::Auto);
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&c).map_err(|e| {
+            HostError::Engine(format!(
+                "{e}. The instance pool ({} instances, up to {} MiB of linear memory each) may not fit in this machine's \
+                 address space or memory limits: lower HostConfig::max_instances or max_memory_mib, or disable pooling",
+                config.max_instances, config.max_memory_mib
+            ))
+        })?;
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        Ok(Host { engine, config, kv: Mutex::new(None), next_task: AtomicU64::new(1), _ticker: ticker })
+    }
+
+    /// The wasmtime engine (for embedders that compile components themselves).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The configuration this host was created with.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Compiles a component, with an error that says what to do if the
+    /// bytes are not one.
+    pub fn compile(&self, what: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        let invalid = |reason: String| LoadError::InvalidComponent { what: what.to_string(), reason };
+        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+            return Err(invalid(
+                "it is a core wasm module, not a component; wrap it with `chimera componentize <module.wasm> -o <component.wasm>`".into(),
+            ));
+        }
+        if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
+            return Err(invalid("it does not start with the wasm magic bytes".into()));
+        }
+        Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))
+    }
+
+    /// Judges every import of `component` against `policy` without running
+    /// anything.
+    pub fn audit(&self, name: &str, bytes: &[u8], policy: &Policy) -> Result<AuditReport, LoadError> {
+        policy.validate()?;
+        let component = self.compile(name, bytes)?;
+        let (imports, exports) = self.judge(&component, policy);
+        let mut problems = Vec::new();
+        if let Err(reason) = self.check_limits(policy) {
+            problems.push(reason);
+        }
+        if !exports.iter().any(|e| e == "run") {
+            problems.push("does not export `run` (world chimera:agent/agent)".to_string());
+        }
+        let runnable = problems.is_empty() && imports.iter().all(|d| d.verdict == Verdict::Granted);
+        Ok(AuditReport {
+            agent: name.to_string(),
+            component_bytes: bytes.len() as u64,
+            imports,
+            exports,
+            kv_namespace: policy.kv_namespace(name),
+            wasi: policy.wasi.clone(),
+            capabilities: policy.capabilities.clone(),
+            limits: policy.limits.clone(),
+            stack_kib: self.config.stack_kib,
+            runnable,
+            problems,
+        })
+    }
+
+    fn judge(&self, component: &Component, policy: &Policy) -> (Vec<ImportDecision>, Vec<String>) {
+        let ty = component.component_type();
+        let imports = ty.imports(&self.engine).map(|(name, _)| capabilities::decide(name, policy)).collect();
+        let exports = ty.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        (imports, exports)
+    }
+
+    fn check_limits(&self, policy: &Policy) -> Result<(), String> {
+        if self.config.pooling && policy.limits.memory_mib > self.config.max_memory_mib {
+            return Err(format!(
+                "the policy asks for memory_mib = {}, but this host's instance pool allows at most {} MiB per instance",
+                policy.limits.memory_mib, self.config.max_memory_mib
+            ));
+        }
+        if let Some(stack) = policy.limits.stack_kib {
+            if stack != self.config.stack_kib {
+                return Err(format!(
+                    "the policy asks for stack_kib = {stack}, but this host enforces {} KiB for every agent; \
+                     remove stack_kib from the policy or run the host with that stack",
+                    self.config.stack_kib
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads an agent from a component file; its name is the policy's
+    /// `[agent] name` or the file stem.
+    pub fn load_file(&self, path: &Path, policy: Policy) -> Result<Agent, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+        let name = agent_name(path, &policy);
+        self.load(&name, &bytes, policy)
+    }
+
+    /// Loads an agent: compiles it, refuses it if it imports anything the
+    /// policy does not grant (naming every such import), links only the
+    /// granted interfaces and pre-instantiates it.
+    pub fn load(&self, name: &str, bytes: &[u8], policy: Policy) -> Result<Agent, LoadError> {
+        policy.validate()?;
+        crate::policy::check_name("agent name", name)?;
+        self.check_limits(&policy).map_err(|reason| LoadError::Unsupported { agent: name.to_string(), reason })?;
+        let component = self.compile(name, bytes)?;
+        let (imports, _) = self.judge(&component, &policy);
+        let ungranted: Vec<Ungranted> = imports
+            .iter()
+            .filter(|d| d.verdict == Verdict::Refused)
+            .map(|d| Ungranted { import: d.import.clone(), reason: d.detail.clone() })
+            .collect();
+        if !ungranted.is_empty() {
+            return Err(LoadError::Ungranted { agent: name.to_string(), ungranted });
+        }
+        let link_err = |e: wasmtime::Error| LoadError::Link { agent: name.to_string(), reason: format!("{e:#}") };
+        let mut linker: Linker<TaskState> = Linker::new(&self.engine);
+        let mut linked: Vec<&str> = Vec::new();
+        for d in &imports {
+            // Two versions of one interface share one implementation: add it once.
+            let interface = d.import.split('@').next().unwrap_or(&d.import);
+            if !linked.contains(&interface) {
+                let link = d.link.expect("granted imports carry a link function");
+                link(&mut linker).map_err(link_err)?;
+                linked.push(interface);
+            }
+        }
+        let pre = linker.instantiate_pre(&component).map_err(link_err)?;
+        let pre = AgentPre::new(pre).map_err(|e| LoadError::MissingEntryPoint { agent: name.to_string(), reason: format!("{e:#}") })?;
+        let kv = match policy.kv_namespace(name) {
+            Some(ns) => Some((self.kv_store().map_err(|e| LoadError::Unsupported { agent: name.to_string(), reason: e.to_string() })?, ns.into())),
+            None => None,
+        };
+        let http = match &policy.capabilities.outbound_http {
+            Some(g) => Some(Arc::new(HttpAccess::new(g).map_err(|reason| LoadError::Unsupported { agent: name.to_string(), reason })?)),
+            None => None,
+        };
+        Ok(Agent { name: name.into(), policy: Arc::new(policy), pre, imports, kv, http })
+    }
+
+    /// The KV store, opened on first use.
+    fn kv_store(&self) -> Result<Arc<KvStore>, HostError> {
+        let mut guard = self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = &*guard {
+            return Ok(store.clone());
+        }
+        let dir = &self.config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| HostError::DataDir { path: dir.display().to_string(), reason: e.to_string() })?;
+        let store = Arc::new(KvStore::open(&dir.join("kv.redb"))?);
+        *guard = Some(store.clone());
+        Ok(store)
+    }
+
+    /// Runs one task in a fresh instance of `agent`. Never panics on guest
+    /// behaviour: every failure is a [`TaskError`] in the report.
+    pub async fn run(&self, agent: &Agent, input: &str) -> TaskReport {
+        let task_id = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let limits = &agent.policy.limits;
+        let usage = Arc::new(UsageCounters::default());
+        let log = TaskLog::new(agent.name.clone(), task_id, agent.policy.capabilities.logging.clone().unwrap_or_default());
+        let started = Instant::now();
+        let outcome = if input.len() as u64 > limits.max_input_bytes {
+            Err(TaskError::InputTooLarge { size: input.len() as u64, limit: limits.max_input_bytes })
+        } else {
+            let stdout = CapturedOutput::new(limits.stdio_bytes as usize);
+            let stderr = CapturedOutput::new(limits.stdio_bytes as usize);
+            let store = self.new_store(agent, task_id, log.clone(), usage.clone(), stdout.clone(), stderr.clone());
+            let timeout = Duration::from_millis(limits.timeout_ms);
+            let outcome = match tokio::time::timeout(timeout, self.instantiate_and_call(agent, store, input)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
+            };
+            let mut dropped = 0;
+            for (pipe, source, level) in [(stdout, LogSource::Stdout, "info"), (stderr, LogSource::Stderr, "warn")] {
+                let (text, lost) = pipe.take();
+                dropped += lost;
+                for line in text.lines() {
+                    let level = if level == "warn" { crate::bindings::chimera::agent::logging::Level::Warn } else { crate::bindings::chimera::agent::logging::Level::Info };
+                    log.record(level, source, line, &[]);
+                }
+            }
+            UsageCounters::add(&usage.stdio_dropped, dropped);
+            outcome
+        };
+        let (logs, log_bytes, log_lines_dropped) = log.take();
+        let mut report_usage = usage.snapshot(started.elapsed(), self.config.epoch_tick);
+        report_usage.log_bytes = log_bytes;
+        report_usage.log_lines_dropped = log_lines_dropped;
+        if let Err(e) = &outcome {
+            tracing::debug!(agent = %agent.name, task = task_id, kind = e.kind(), "task failed: {e}");
+        }
+        TaskReport { task_id, agent: agent.name.to_string(), outcome, usage: report_usage, logs }
+    }
+
+    fn new_store(
+        &self,
+        agent: &Agent,
+        task_id: u64,
+        log: TaskLog,
+        usage: Arc<UsageCounters>,
+        stdout: CapturedOutput,
+        stderr: CapturedOutput,
+    ) -> Store<TaskState> {
+        let policy = &agent.policy;
+        let tick_ms = self.config.epoch_tick.as_millis().max(1) as u64;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(policy.limits.resource_handles as usize);
+        let state = TaskState {
+            wasi: locked_down_ctx(&policy.wasi, stdout, stderr),
+            table,
+            limiter: InstanceLimiter::new(&policy.limits, usage.clone()),
+            log,
+            kv: agent.kv.as_ref().map(|(store, ns)| KvTaskState {
+                store: store.clone(),
+                namespace: ns.clone(),
+                grant: policy.capabilities.kv.clone().unwrap_or_default(),
+            }),
+            http: agent.http.clone(),
+            http_requests: 0,
+            usage,
+            cpu_ticks: 0,
+            cpu_budget_ticks: policy.limits.cpu_ms.div_ceil(tick_ms),
+        };
+        let _ = task_id;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut cx| {
+            let s = cx.data_mut();
+            s.cpu_ticks += 1;
+            s.usage.cpu_ticks.store(s.cpu_ticks, Ordering::Relaxed);
+            if s.cpu_ticks > s.cpu_budget_ticks {
+                return Err(wasmtime::Error::new(CpuExhausted));
+            }
+            // Yield so the wall-clock timeout and other tasks get to run.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    async fn instantiate_and_call(&self, agent: &Agent, mut store: Store<TaskState>, input: &str) -> Result<String, TaskError> {
+        let instance = match agent.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(self.classify(e, &store, agent, true)),
+        };
+        let result = match instance.call_run(&mut store, input).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.classify(e, &store, agent, false)),
+        };
+        match result {
+            Ok(output) => {
+                let limit = agent.policy.limits.max_output_bytes;
+                if output.len() as u64 > limit {
+                    return Err(TaskError::OutputTooLarge { size: output.len() as u64, limit });
+                }
+                Ok(output)
+            }
+            Err(AgentError { message, retryable }) => {
+                let mut budget = 4096;
+                Err(TaskError::Agent { message: crate::capabilities::logging::escape_capped(&message, &mut budget), retryable })
+            }
+        }
+    }
+
+    /// Turns a wasmtime error into a typed task error naming the limit.
+    fn classify(&self, e: wasmtime::Error, store: &Store<TaskState>, agent: &Agent, instantiating: bool) -> TaskError {
+        let limits = &agent.policy.limits;
+        match store.data().limiter.hit {
+            Some(LimitHit::Memory { limit, requested }) => return TaskError::MemoryLimit { limit_bytes: limit, requested_bytes: requested },
+            Some(LimitHit::Table { limit, requested }) => return TaskError::TableLimit { limit, requested },
+            None => {}
+        }
+        if e.downcast_ref::<CpuExhausted>().is_some() {
+            return TaskError::CpuLimit { limit_ms: limits.cpu_ms };
+        }
+        if let Some(trap) = e.downcast_ref::<Trap>() {
+            return match trap {
+                Trap::StackOverflow => TaskError::StackOverflow { limit_bytes: self.config.stack_kib * 1024 },
+                other => TaskError::Trap { reason: other.to_string() },
+            };
+        }
+        if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+            return TaskError::Instantiate {
+                reason: format!("all {} instance slots of this host are in use; retry later", self.config.max_instances),
+            };
+        }
+        let reason = e.root_cause().to_string();
+        if instantiating {
+            TaskError::Instantiate { reason }
+        } else {
+            TaskError::Trap { reason }
+        }
+    }
+}
+
+fn agent_name(path: &Path, policy: &Policy) -> String {
+    policy.agent.name.clone().unwrap_or_else(|| {
+        path.file_stem().map(|s| s.to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "-")).unwrap_or_else(|| "agent".into())
+    })
+}
+
+/// Advances the engine's epoch every tick, from a thread of its own.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("chimera-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn the epoch thread");
+        EpochTicker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! # chimera-host
+//!
+//! Runs untrusted agents — WebAssembly components — with exactly the
+//! capabilities their policy grants and under hard limits.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use chimera_host::{Host, HostConfig, Policy};
+//! let host = Host::new(HostConfig::default())?;
+//! let policy = Policy::from_file("echo.toml".as_ref())?;
+//! let agent = host.load_file("echo.wasm".as_ref(), policy)?;
+//! let report = host.run(&agent, r#"{"text":"hi","op":"upper"}"#).await;
+//! println!("{:?}", report.outcome);
+//! # Ok(()) }
+//! ```
+
+pub mod audit;
+mod bindings;
+pub mod capabilities;
+pub mod config;
+pub mod error;
+mod host;
+mod limits;
+pub mod policy;
+mod state;
+pub mod usage;
+
+pub use audit::AuditReport;
+pub use capabilities::logging::{LogLine, LogSource};
+pub use capabilities::{ImportDecision, Verdict};
+pub use config::HostConfig;
+pub use error::{HostError, LoadError, PolicyError, TaskError};
+pub use host::{Agent, Host, TaskReport};
+pub use policy::Policy;
+pub use usage::ResourceUsage;

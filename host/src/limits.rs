@@ -1,0 +1,73 @@
+//! Per-instance limits: linear memory counted over all memories of the
+//! instance together, tables, and instance counts. A refused growth is
+//! recorded so the task's error can name the limit.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::policy::Limits;
+use crate::usage::UsageCounters;
+
+/// A limit the limiter refused, to name in the task's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitHit {
+    Memory { limit: u64, requested: u64 },
+    Table { limit: u64, requested: u64 },
+}
+
+pub(crate) struct InstanceLimiter {
+    memory_limit: u64,
+    memory_total: u64,
+    table_elements: u64,
+    instances: usize,
+    tables: usize,
+    pub hit: Option<LimitHit>,
+    usage: Arc<UsageCounters>,
+}
+
+impl InstanceLimiter {
+    pub fn new(limits: &Limits, usage: Arc<UsageCounters>) -> Self {
+        InstanceLimiter {
+            memory_limit: limits.memory_mib << 20,
+            memory_total: 0,
+            table_elements: limits.table_elements,
+            instances: limits.instances as usize,
+            tables: limits.tables as usize,
+            hit: None,
+            usage,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for InstanceLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_total - current as u64 + desired as u64;
+        if total > self.memory_limit {
+            self.hit = Some(LimitHit::Memory { limit: self.memory_limit, requested: total });
+            return Ok(false);
+        }
+        self.memory_total = total;
+        self.usage.peak_memory.fetch_max(total, Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.table_elements {
+            self.hit = Some(LimitHit::Table { limit: self.table_elements, requested: desired as u64 });
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.instances
+    }
+}

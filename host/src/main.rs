@@ -1,0 +1,227 @@
+//! `chimera`: run, audit and package agents from the command line.
+
+use anyhow::{Context, Result};
+use chimera_host::{AuditReport, Host, HostConfig, LogSource, Policy, TaskReport, Verdict};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "chimera", version, about = "Run untrusted AI agents as WebAssembly components, with least privilege and hard limits")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one task of an agent and print its output.
+    ///
+    /// Exit status: 0 on success, 1 if the task failed, 2 if the agent could not be loaded.
+    Run {
+        /// The agent component (.wasm).
+        component: PathBuf,
+        /// The agent's policy (TOML). Without it the agent gets no capability
+        /// beyond the locked-down WASI baseline and default limits.
+        #[arg(long, short)]
+        policy: Option<PathBuf>,
+        /// Task input: literal text, or @FILE to read it from a file, or @- for stdin.
+        #[arg(long, short, default_value = "")]
+        input: String,
+        /// Print the whole task report (output or error, usage, logs) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Data directory for the KV store [default: $CHIMERA_DATA_DIR or ~/.local/share/chimera].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Do not print the agent's log lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show what a component imports, what its policy grants, and the limits in force.
+    ///
+    /// Exit status: 0 if the agent would load, 1 if anything it imports is not granted.
+    Audit {
+        /// The agent component (.wasm).
+        component: PathBuf,
+        /// The policy to judge it against. Without it: the empty policy.
+        #[arg(long, short)]
+        policy: Option<PathBuf>,
+        /// Print the audit as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wrap a core wasm module built for wasm32-unknown-unknown (with
+    /// wit-bindgen's component metadata) into a component with no WASI imports.
+    Componentize {
+        /// The core module (.wasm).
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CHIMERA_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run_cli(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { component, policy, input, json, data_dir, quiet } => {
+            let policy = load_policy(policy.as_deref())?;
+            let input = read_input(&input)?;
+            let mut config = host_config(&policy);
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            let host = Host::new(config)?;
+            let agent = host.load_file(&component, policy)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(host.run(&agent, &input));
+            print_report(&report, json, quiet)
+        }
+        Command::Audit { component, policy, json } => {
+            let policy = load_policy(policy.as_deref())?;
+            let host = Host::new(HostConfig { max_instances: 1, ..host_config(&policy) })?;
+            let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
+            let name = policy.agent.name.clone().unwrap_or_else(|| stem(&component));
+            let report = host.audit(&name, &bytes, &policy)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_audit(&report);
+            }
+            Ok(if report.runnable { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Componentize { module, output } => {
+            let bytes = std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+            let component = wit_component::ComponentEncoder::default()
+                .module(&bytes)
+                .and_then(|e| e.validate(true).encode())
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .with_context(|| {
+                    format!("{} cannot be made into a component (it must be a core module built with wit-bindgen)", module.display())
+                })?;
+            std::fs::write(&output, component).with_context(|| format!("cannot write {}", output.display()))?;
+            eprintln!("wrote {}", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The CLI runs one agent, so the engine takes that agent's stack and a small pool.
+fn host_config(policy: &Policy) -> HostConfig {
+    let mut config = HostConfig { max_instances: 4, ..HostConfig::default() };
+    if let Some(stack) = policy.limits.stack_kib {
+        config.stack_kib = stack;
+    }
+    config
+}
+
+fn load_policy(path: Option<&Path>) -> Result<Policy> {
+    Ok(match path {
+        Some(p) => Policy::from_file(p)?,
+        None => Policy::default(),
+    })
+}
+
+fn read_input(spec: &str) -> Result<String> {
+    if spec == "@-" {
+        return std::io::read_to_string(std::io::stdin()).context("cannot read the input from stdin");
+    }
+    match spec.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read the input file {path}")),
+        None => Ok(spec.to_string()),
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into())
+}
+
+fn print_report(report: &TaskReport, json: bool, quiet: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        if !quiet {
+            for line in &report.logs {
+                let source = match line.source {
+                    LogSource::Agent => "",
+                    LogSource::Stdout => " stdout",
+                    LogSource::Stderr => " stderr",
+                };
+                let fields: String = line.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+                eprintln!("[{} {}{}] {}{}", report.agent, line.level, source, line.message, fields);
+            }
+        }
+        match &report.outcome {
+            Ok(output) => println!("{output}"),
+            Err(e) => eprintln!("error: task {} of agent `{}` failed: {e}", report.task_id, report.agent),
+        }
+    }
+    Ok(if report.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_audit(r: &AuditReport) {
+    println!("agent {} ({} bytes)", r.agent, r.component_bytes);
+    println!();
+    let width = r.imports.iter().map(|d| d.import.len()).max().unwrap_or(6).max(6);
+    println!("{:<width$}  {:<15}  {:<8}  DETAIL", "IMPORT", "CAPABILITY", "VERDICT");
+    for d in &r.imports {
+        let verdict = match d.verdict {
+            Verdict::Granted => "granted",
+            Verdict::Refused => "REFUSED",
+        };
+        println!("{:<width$}  {:<15}  {:<8}  {}", d.import, d.capability, verdict, d.detail);
+    }
+    if r.imports.is_empty() {
+        println!("(no imports)");
+    }
+    println!();
+    println!("exports: {}", r.exports.join(", "));
+    let l = &r.limits;
+    println!(
+        "limits: memory {} MiB, cpu {} ms, timeout {} ms, stack {} KiB, input {} B, output {} B, handles {}, stdio {} B",
+        l.memory_mib, l.cpu_ms, l.timeout_ms, r.stack_kib, l.max_input_bytes, l.max_output_bytes, l.resource_handles, l.stdio_bytes
+    );
+    println!(
+        "wasi baseline: cli={} clocks={} (resolution {} ms) random={}; filesystem and sockets: never",
+        r.wasi.cli, r.wasi.clocks, r.wasi.clock_resolution_ms, r.wasi.random
+    );
+    if let Some(ns) = &r.kv_namespace {
+        println!("kv namespace: {ns}");
+    }
+    match &r.capabilities.outbound_http {
+        Some(h) => {
+            println!("outbound http: {} requests/task, {} ms timeout, {} B max response", h.max_requests, h.timeout_ms, h.max_response_bytes);
+            for a in &h.allow {
+                println!("  allow {} {}{}", a.methods.join(","), a.url, if a.allow_private { " (private addresses allowed)" } else { "" });
+            }
+            println!("  everything else: denied");
+        }
+        None => println!("outbound http: none"),
+    }
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    println!();
+    let refused = r.refused().count();
+    if r.runnable {
+        println!("verdict: runnable: every import is granted");
+    } else if refused > 0 {
+        println!("verdict: REFUSED: {refused} import(s) not granted");
+    } else {
+        println!("verdict: REFUSED");
+    }
+}

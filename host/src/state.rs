@@ -1,0 +1,27 @@
+//! The store data of one task: its WASI context, handles, limiter, and the
+//! per-task state of each granted capability.
+
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::WasiCtx;
+
+use crate::capabilities::kv::KvTaskState;
+use crate::capabilities::logging::TaskLog;
+use crate::capabilities::outbound_http::HttpAccess;
+use crate::limits::InstanceLimiter;
+use crate::usage::UsageCounters;
+
+pub(crate) struct TaskState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: InstanceLimiter,
+    pub log: TaskLog,
+    pub kv: Option<KvTaskState>,
+    pub http: Option<Arc<HttpAccess>>,
+    /// Requests sent by this task, against the grant's quota.
+    pub http_requests: u32,
+    pub usage: Arc<UsageCounters>,
+    /// Epoch ticks spent in wasm, and the budget.
+    pub cpu_ticks: u64,
+    pub cpu_budget_ticks: u64,
+}

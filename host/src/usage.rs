@@ -1,0 +1,108 @@
+//! What a task used: counted while it runs, reported when it ends.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Host calls, by capability.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Call {
+    Logging,
+    Kv,
+    Http,
+}
+
+/// Live counters of one task. Atomics, so they can be read after a task
+/// that was cut off by its timeout (its store is gone by then).
+#[derive(Default, Debug)]
+pub(crate) struct UsageCounters {
+    pub cpu_ticks: AtomicU64,
+    pub peak_memory: AtomicU64,
+    pub logging_calls: AtomicU64,
+    pub kv_calls: AtomicU64,
+    pub http_calls: AtomicU64,
+    pub kv_reads: AtomicU64,
+    pub kv_writes: AtomicU64,
+    pub http_requests: AtomicU64,
+    pub http_bytes_sent: AtomicU64,
+    pub http_bytes_received: AtomicU64,
+    pub stdio_dropped: AtomicU64,
+}
+
+impl UsageCounters {
+    pub fn count_call(&self, call: Call) {
+        match call {
+            Call::Logging => &self.logging_calls,
+            Call::Kv => &self.kv_calls,
+            Call::Http => &self.http_calls,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// Resource usage of one task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ResourceUsage {
+    /// Wall time from the start of instantiation to the end of the call.
+    pub wall_time_us: u64,
+    /// Epoch ticks in which the agent was executing wasm.
+    pub cpu_ticks: u64,
+    /// `cpu_ticks` in milliseconds (ticks × tick length): an upper bound.
+    pub cpu_ms: u64,
+    /// Highest total linear memory of the instance, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Host calls by capability.
+    pub host_calls: HostCalls,
+    /// KV reads (get, list-keys).
+    pub kv_reads: u64,
+    /// KV writes (set, delete, increment, compare-and-swap).
+    pub kv_writes: u64,
+    /// Outbound HTTP requests sent.
+    pub http_requests: u64,
+    /// Request body bytes sent.
+    pub http_bytes_sent: u64,
+    /// Response body bytes received.
+    pub http_bytes_received: u64,
+    /// Log bytes kept.
+    pub log_bytes: u64,
+    /// Log lines dropped over the per-task cap.
+    pub log_lines_dropped: u64,
+    /// Stdout/stderr bytes dropped over the cap.
+    pub stdio_bytes_dropped: u64,
+}
+
+/// Host calls made by a task, by capability.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HostCalls {
+    pub logging: u64,
+    pub kv: u64,
+    pub outbound_http: u64,
+}
+
+impl UsageCounters {
+    pub fn snapshot(&self, wall: Duration, tick: Duration) -> ResourceUsage {
+        let cpu_ticks = self.cpu_ticks.load(Relaxed);
+        ResourceUsage {
+            wall_time_us: wall.as_micros() as u64,
+            cpu_ticks,
+            cpu_ms: cpu_ticks * tick.as_millis() as u64,
+            peak_memory_bytes: self.peak_memory.load(Relaxed),
+            host_calls: HostCalls {
+                logging: self.logging_calls.load(Relaxed),
+                kv: self.kv_calls.load(Relaxed),
+                outbound_http: self.http_calls.load(Relaxed),
+            },
+            kv_reads: self.kv_reads.load(Relaxed),
+            kv_writes: self.kv_writes.load(Relaxed),
+            http_requests: self.http_requests.load(Relaxed),
+            http_bytes_sent: self.http_bytes_sent.load(Relaxed),
+            http_bytes_received: self.http_bytes_received.load(Relaxed),
+            stdio_bytes_dropped: self.stdio_dropped.load(Relaxed),
+            ..Default::default()
+        }
+    }
+}

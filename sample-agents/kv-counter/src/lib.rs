@@ -1,0 +1,46 @@
+//! kv-counter: a counter that persists across tasks and host restarts.
+//! Input `{"key": "visits", "by": 1}`; output `{"key": "visits", "count": N}`.
+//! Input `{"list": true}` returns every counter. Grants needed: logging, kv.
+
+use chimera_agent::{agent, info, kv, Error};
+use serde::{Deserialize, Serialize};
+
+#[derive(Deserialize)]
+struct Input {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default = "one")]
+    by: i64,
+    #[serde(default)]
+    list: bool,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Output {
+    Count { key: String, count: i64 },
+    All { counters: Vec<(String, i64)> },
+}
+
+const PREFIX: &str = "counter/";
+
+fn run(input: Input) -> Result<Output, Error> {
+    if input.list {
+        let mut counters = Vec::new();
+        for key in kv::list_keys(PREFIX)? {
+            let value = kv::get_string(&key)?.unwrap_or_default();
+            counters.push((key[PREFIX.len()..].to_string(), value.parse().unwrap_or(0)));
+        }
+        return Ok(Output::All { counters });
+    }
+    let key = input.key.ok_or_else(|| Error::new("give a \"key\" to count, or \"list\": true"))?;
+    let count = kv::increment(&format!("{PREFIX}{key}"), input.by)?;
+    info!("counter {key} is now {count}");
+    Ok(Output::Count { key, count })
+}
+
+agent!(json run);
