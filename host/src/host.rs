@@ -404,7 +404,7 @@ impl Host {
         if let Some(trap) = e.downcast_ref::<Trap>() {
             return match trap {
                 Trap::StackOverflow => TaskError::StackOverflow { limit_bytes: self.config.stack_kib * 1024 },
-                other => TaskError::Trap { reason: other.to_string() },
+                other => TaskError::Trap { reason: other.to_string().trim_start_matches("wasm trap: ").to_string() },
             };
         }
         if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {

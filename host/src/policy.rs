@@ -302,7 +302,7 @@ pub(crate) fn check_name(key: &str, name: &str) -> Result<(), PolicyError> {
 }
 
 fn span_line(text: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> {
-    span.map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+    span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
 }
 
 #[cfg(test)]

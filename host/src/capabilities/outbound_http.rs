@@ -416,6 +416,6 @@ mod tests {
         assert!(non_public("169.254.169.254".parse().unwrap()).unwrap().contains("metadata"));
         assert_eq!(non_public("93.184.216.34".parse().unwrap()), None);
         assert_eq!(non_public("2606:4700::1111".parse().unwrap()), None);
-        assert!(non_public(Ipv6Addr::LOCALHOST.into()).is_some());
+        assert!(non_public(std::net::Ipv6Addr::LOCALHOST.into()).is_some());
     }
 }

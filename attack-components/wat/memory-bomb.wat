@@ -1,0 +1,14 @@
+;; Grows its linear memory 1 MiB at a time until refused, then traps.
+;; world: chimera:agent/agent
+(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get 3)))
+    (local.get $p))
+  (func (export "run") (param i32 i32) (result i32)
+    (loop $grow
+      (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    (unreachable)))

@@ -1,0 +1,98 @@
+//! Builds every guest component the tests and benchmarks run, from source:
+//! the sample agents and Rust attack components with cargo for
+//! `wasm32-wasip2`, the echo agent also for `wasm32-unknown-unknown`
+//! (wrapped by wit-component, so it has no WASI imports), and the WAT attack
+//! components with `wat` + `wit-component`. Writes their paths to
+//! `$OUT_DIR/artifacts.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).parent().unwrap().to_path_buf();
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // OUT_DIR is <target>/<profile>/build/<pkg>/out: share <target>/guests with scripts/demo.sh.
+    let target_dir = out.ancestors().nth(4).unwrap().join("guests");
+    for dir in ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "sample-agents", "attack-components"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+
+    let mut consts = String::new();
+    let wasip2 = target_dir.join("wasm32-wasip2/release");
+    for (workspace, crates) in [
+        ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch"][..]),
+        ("attack-components", &["fs-escape", "sleeper"][..]),
+    ] {
+        cargo_build(&root.join(workspace), "wasm32-wasip2", &target_dir);
+        for name in crates {
+            let file = wasip2.join(format!("{}.wasm", name.replace('-', "_")));
+            assert!(file.exists(), "{} was not built", file.display());
+            consts.push_str(&constant(name, &file));
+        }
+    }
+
+    // The no-WASI build mode: core module + wit-component.
+    cargo_build(&root.join("sample-agents"), "wasm32-unknown-unknown", &target_dir);
+    let module = std::fs::read(target_dir.join("wasm32-unknown-unknown/release/echo.wasm")).unwrap();
+    let component = wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap();
+    let file = out.join("echo-no-wasi.wasm");
+    std::fs::write(&file, component).unwrap();
+    consts.push_str(&constant("echo-no-wasi", &file));
+
+    // WAT attack components, each declaring its world in a `;; world:` line.
+    let mut resolve = wit_parser::Resolve::default();
+    resolve.push_dir(root.join("wit")).unwrap();
+    resolve.push_file(root.join("attack-components/wat/worlds.wit")).unwrap();
+    let mut wats: Vec<_> = std::fs::read_dir(root.join("attack-components/wat"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wat"))
+        .collect();
+    wats.sort();
+    for path in wats {
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let world_name = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(";; world:"))
+            .unwrap_or_else(|| panic!("{} has no `;; world:` line", path.display()))
+            .trim();
+        let (pkg, world) = world_name.rsplit_once('/').unwrap();
+        let pkg_id = resolve.packages.iter().find(|(_, p)| p.name.to_string().starts_with(pkg)).map(|(id, _)| id).unwrap();
+        let world_id = resolve.select_world(&[pkg_id], Some(world)).unwrap();
+        let mut module = wat::parse_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        wit_component::embed_component_metadata(&mut module, &resolve, world_id, wit_component::StringEncoding::UTF8).unwrap();
+        let component = wit_component::ComponentEncoder::default()
+            .module(&module)
+            .and_then(|e| e.validate(true).encode())
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let file = out.join(format!("{name}.wasm"));
+        std::fs::write(&file, component).unwrap();
+        consts.push_str(&constant(&name, &file));
+    }
+    std::fs::write(out.join("artifacts.rs"), consts).unwrap();
+}
+
+fn constant(name: &str, file: &Path) -> String {
+    format!("pub const {}: &str = {:?};\n", name.to_uppercase().replace('-', "_"), file.display().to_string())
+}
+
+fn cargo_build(workspace: &Path, target: &str, target_dir: &Path) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--release", "--locked", "--target", target, "--target-dir"])
+        .arg(target_dir)
+        // The outer build's flags and profile are for the host, not the guests.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_PROFILE_RELEASE_DEBUG");
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo for {}: {e}", workspace.display()));
+    assert!(
+        status.success(),
+        "building {} for {target} failed; is the target installed? (rustup target add {target})",
+        workspace.display()
+    );
+}

@@ -1,0 +1,174 @@
+//! Each capability granted and used, for real, by the sample agents.
+
+use chimera_host::{LogSource, TaskError};
+use chimera_tests::{artifacts, component, host_in, policy, TestServer};
+use serde_json::{json, Value};
+
+fn output_json(outcome: &Result<String, TaskError>) -> Value {
+    serde_json::from_str(outcome.as_ref().unwrap_or_else(|e| panic!("task failed: {e}"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_transforms_text_and_logs_through_the_logging_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let agent = host.load("echo", &component(artifacts::ECHO), policy("[capabilities.logging]")).unwrap();
+    let report = host.run(&agent, r#"{"text":"Hello","op":"upper"}"#).await;
+    assert_eq!(report.outcome, Ok(r#"{"text":"HELLO","op":"upper"}"#.to_string()));
+    assert_eq!(report.logs.len(), 1);
+    assert_eq!(report.logs[0].message, "upper applied to 5 chars");
+    assert_eq!((report.logs[0].level, report.logs[0].source), ("info", LogSource::Agent));
+    assert_eq!(report.usage.host_calls.logging, 1);
+    assert!(report.usage.peak_memory_bytes >= 64 << 10, "{:?}", report.usage);
+
+    let report = host.run(&agent, r#"{"text":"x","op":"explode"}"#).await;
+    assert_eq!(
+        report.outcome,
+        Err(TaskError::Agent { message: "unknown op \"explode\": use echo, upper, lower or reverse".into(), retryable: false })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn word_count_needs_no_capability() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let agent = host.load("word-count", &component(artifacts::WORD_COUNT), policy("")).unwrap();
+    let text = "The cat and the hat\nthe end";
+    let report = host.run(&agent, &json!({"text": text, "top": 2}).to_string()).await;
+    assert_eq!(
+        output_json(&report.outcome),
+        json!({"words": 7, "lines": 2, "chars": text.chars().count(), "top": [["the", 3], ["and", 1]]})
+    );
+    assert_eq!(report.usage.host_calls, Default::default());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_built_without_wasi_imports_only_logging_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let grants = policy("[capabilities.logging]");
+    let audit = host.audit("echo", &component(artifacts::ECHO_NO_WASI), &grants).unwrap();
+    let imports: Vec<&str> = audit.imports.iter().map(|d| d.import.as_str()).collect();
+    assert_eq!(imports, ["chimera:agent/logging@0.1.0"]);
+    let agent = host.load("echo", &component(artifacts::ECHO_NO_WASI), grants).unwrap();
+    let report = host.run(&agent, r#"{"text":"abc","op":"reverse"}"#).await;
+    assert_eq!(report.outcome, Ok(r#"{"text":"cba","op":"reverse"}"#.to_string()));
+}
+
+const KV_POLICY_ALPHA: &str = "[agent]\nname = \"alpha\"\n[capabilities.logging]\n[capabilities.kv]\nnamespace = \"alpha\"\n";
+const KV_POLICY_BETA: &str = "[capabilities.kv]\nnamespace = \"beta\"\n[capabilities.logging]\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_values_persist_across_tasks_and_host_restarts_and_stay_in_their_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = component(artifacts::KV_COUNTER);
+    {
+        let host = host_in(dir.path());
+        let alpha = host.load("alpha", &counter, policy(KV_POLICY_ALPHA)).unwrap();
+        let r = host.run(&alpha, r#"{"key":"visits"}"#).await;
+        assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 1}));
+        assert_eq!((r.usage.kv_writes, r.usage.host_calls.kv), (1, 1));
+        let r = host.run(&alpha, r#"{"key":"visits","by":5}"#).await;
+        assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 6}));
+    }
+    // A new host on the same data directory: the value survived.
+    let host = host_in(dir.path());
+    let alpha = host.load("alpha", &counter, policy(KV_POLICY_ALPHA)).unwrap();
+    let r = host.run(&alpha, r#"{"key":"visits"}"#).await;
+    assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 7}));
+
+    // Another agent with the same key names sees only its own namespace.
+    let beta = host.load("beta", &counter, policy(KV_POLICY_BETA)).unwrap();
+    let r = host.run(&beta, r#"{"key":"visits"}"#).await;
+    assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 1}));
+    let r = host.run(&beta, r#"{"list":true}"#).await;
+    assert_eq!(output_json(&r.outcome), json!({"counters": [["visits", 1]]}));
+    let r = host.run(&alpha, r#"{"list":true}"#).await;
+    assert_eq!(output_json(&r.outcome), json!({"counters": [["visits", 7]]}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_read_only_grant_refuses_writes_with_a_typed_denial() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let agent = host.load("ro", &component(artifacts::KV_COUNTER), policy("[capabilities.logging]\n[capabilities.kv]\nread_only = true\n")).unwrap();
+    let r = host.run(&agent, r#"{"key":"visits"}"#).await;
+    match r.outcome {
+        Err(TaskError::Agent { message, retryable: false }) => {
+            assert!(message.contains("Denied") && message.contains("read-only"), "{message}")
+        }
+        other => panic!("expected the agent to report the denial, got {other:?}"),
+    }
+}
+
+fn http_policy(url: &str, allow_private: bool, extra: &str) -> chimera_host::Policy {
+    policy(&format!(
+        "[capabilities.logging]\n[capabilities.outbound_http]\n{extra}\n[[capabilities.outbound_http.allow]]\nurl = \"{url}\"\nallow_private = {allow_private}\n"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_http_reaches_an_allowed_url_and_nothing_else() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let agent = host.load("fetch", &component(artifacts::HTTP_FETCH), http_policy(&server.url("/hello"), true, "")).unwrap();
+
+    let r = host.run(&agent, &json!({"url": server.url("/hello")}).to_string()).await;
+    assert_eq!(output_json(&r.outcome), json!({"status": 200, "bytes": 26, "body": "hello from the test server"}));
+    assert_eq!((r.usage.http_requests, r.usage.http_bytes_received), (1, 26));
+    assert_eq!(server.hits(), 1);
+
+    // Same server, a path outside the allowed prefix: denied before any traffic.
+    let r = host.run(&agent, &json!({"url": server.url("/big")}).to_string()).await;
+    match r.outcome {
+        Err(TaskError::Agent { message, retryable: false }) => {
+            assert!(message.contains("Denied") && message.contains("no allow rule"), "{message}")
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    assert_eq!(r.usage.http_requests, 0);
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loopback_needs_an_explicit_grant_even_when_the_url_matches() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let port = server.addr.port();
+    for (url, expected) in [
+        (format!("http://127.0.0.1:{port}/"), "127.0.0.1 is a loopback address".to_string()),
+        (format!("http://localhost:{port}/"), "loopback address; the rule must say allow_private = true".to_string()),
+    ] {
+        let agent = host.load("fetch", &component(artifacts::HTTP_FETCH), http_policy(&url, false, "")).unwrap();
+        let r = host.run(&agent, &json!({"url": format!("{url}hello")}).to_string()).await;
+        match r.outcome {
+            Err(TaskError::Agent { message, retryable: false }) => assert!(message.contains(&expected), "{message}"),
+            other => panic!("expected a denial for {url}, got {other:?}"),
+        }
+    }
+    assert_eq!(server.hits(), 0, "no request may reach the server");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_http_caps_response_size_and_time_and_returns_redirects_unfollowed() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let policy = http_policy(&server.url("/"), true, "max_response_bytes = 1048576\ntimeout_ms = 300");
+    let agent = host.load("fetch", &component(artifacts::HTTP_FETCH), policy).unwrap();
+
+    let r = host.run(&agent, &json!({"url": server.url("/big")}).to_string()).await;
+    match r.outcome {
+        Err(TaskError::Agent { message, retryable: false }) => assert!(message.contains("exceeds 1048576 bytes"), "{message}"),
+        other => panic!("expected too-large, got {other:?}"),
+    }
+
+    let r = host.run(&agent, &json!({"url": server.url("/slow")}).to_string()).await;
+    assert_eq!(r.outcome, Err(TaskError::Agent { message: "fetch timed out".into(), retryable: true }));
+
+    let r = host.run(&agent, &json!({"url": server.url("/redirect")}).to_string()).await;
+    assert_eq!(output_json(&r.outcome)["status"], json!(307));
+    assert_eq!(r.usage.http_requests, 1, "the redirect is not followed");
+}
