@@ -123,7 +123,7 @@ async fn outbound_http_reaches_an_allowed_url_and_nothing_else() {
     let r = host.run(&agent, &json!({"url": server.url("/big")}).to_string()).await;
     match r.outcome {
         Err(TaskError::Agent { message, retryable: false }) => {
-            assert!(message.contains("Denied") && message.contains("no allow rule"), "{message}")
+            assert_eq!(message, format!("fetch denied: no allow rule of this agent's policy matches GET {}", server.url("/big")))
         }
         other => panic!("expected a denial, got {other:?}"),
     }
@@ -144,7 +144,9 @@ async fn loopback_needs_an_explicit_grant_even_when_the_url_matches() {
         let agent = host.load("fetch", &component(artifacts::HTTP_FETCH), http_policy(&url, false, "")).unwrap();
         let r = host.run(&agent, &json!({"url": format!("{url}hello")}).to_string()).await;
         match r.outcome {
-            Err(TaskError::Agent { message, retryable: false }) => assert!(message.contains(&expected), "{message}"),
+            Err(TaskError::Agent { message, retryable: false }) => {
+                assert!(message.starts_with("fetch denied: ") && message.contains(&expected), "{message}")
+            }
             other => panic!("expected a denial for {url}, got {other:?}"),
         }
     }
@@ -161,7 +163,7 @@ async fn outbound_http_caps_response_size_and_time_and_returns_redirects_unfollo
 
     let r = host.run(&agent, &json!({"url": server.url("/big")}).to_string()).await;
     match r.outcome {
-        Err(TaskError::Agent { message, retryable: false }) => assert!(message.contains("exceeds 1048576 bytes"), "{message}"),
+        Err(TaskError::Agent { message, retryable: false }) => assert_eq!(message, "fetch refused: response body exceeds 1048576 bytes (max_response_bytes)"),
         other => panic!("expected too-large, got {other:?}"),
     }
 

@@ -22,7 +22,9 @@ fn run(input: Input) -> Result<Output, Error> {
     let response = http::get(&input.url).map_err(|e| match e {
         HttpError::ConnectionFailed(reason) => Error::retryable(format!("fetch failed: {reason}")),
         HttpError::Timeout => Error::retryable("fetch timed out"),
-        other => Error::new(format!("fetch refused: {other}")),
+        HttpError::Denied(reason) => Error::new(format!("fetch denied: {reason}")),
+        HttpError::TooLarge(reason) => Error::new(format!("fetch refused: {reason}")),
+        other => Error::new(format!("fetch refused: {other:?}")),
     })?;
     info!("GET {} -> {}", input.url, response.status);
     let text = response.text();

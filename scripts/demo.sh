@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The demo: builds the host and the sample agents, then runs them through the
+# `chimera` CLI on the embedded defaults (a KV store under target/demo-data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+echo "==> building the chimera CLI (first build compiles wasmtime: several minutes)"
+cargo build --release --locked --bin chimera
+echo "==> building the sample agents and attack components for wasm32-wasip2"
+for ws in sample-agents attack-components; do
+  (cd "$ws" && cargo build --release --locked --quiet --target wasm32-wasip2 --target-dir ../target/guests)
+done
+chimera=target/release/chimera
+agents=target/guests/wasm32-wasip2/release
+export CHIMERA_DATA_DIR=target/demo-data
+rm -rf "$CHIMERA_DATA_DIR"
+
+step() { printf '\n\033[1m==> %s\033[0m\n$ %s\n' "$1" "${*:2}"; "${@:2}" || echo "(exit status $?)"; }
+
+step "echo: transform text (granted: logging)" \
+  $chimera run $agents/echo.wasm --policy sample-agents/echo/policy.toml --input '{"text":"hello, chimera","op":"upper"}'
+step "word-count: pure computation, no capabilities" \
+  $chimera run $agents/word_count.wasm --policy sample-agents/word-count/policy.toml --input '{"text":"the quick brown fox jumps over the lazy dog the end","top":3}'
+step "kv-counter, first run (granted: logging, kv)" \
+  $chimera run $agents/kv_counter.wasm --policy sample-agents/kv-counter/policy.toml --input '{"key":"visits"}'
+step "kv-counter, second run: the count persisted in the embedded store" \
+  $chimera run $agents/kv_counter.wasm --policy sample-agents/kv-counter/policy.toml --input '{"key":"visits"}'
+
+server_pid=""
+if command -v python3 >/dev/null 2>&1; then
+  mkdir -p target/demo-www && echo "hello from a local service" > target/demo-www/index.txt
+  python3 -m http.server 8787 --bind 127.0.0.1 --directory target/demo-www >/dev/null 2>&1 &
+  server_pid=$!
+  trap 'kill $server_pid 2>/dev/null || true' EXIT
+  sleep 1
+  step "http-fetch: GET a URL its policy allows" \
+    $chimera run $agents/http_fetch.wasm --policy sample-agents/http-fetch/policy.toml --input '{"url":"http://127.0.0.1:8787/index.txt"}'
+fi
+step "http-fetch: a URL outside its policy is denied by the host" \
+  $chimera run $agents/http_fetch.wasm --policy sample-agents/http-fetch/policy.toml --input '{"url":"http://169.254.169.254/latest/meta-data/"}'
+step "http-fetch without a policy: refused at load, naming the import" \
+  $chimera run $agents/http_fetch.wasm --input '{"url":"http://127.0.0.1:8787/"}'
+step "audit: an agent that reads /etc/passwd imports wasi:filesystem and is refused before it runs" \
+  $chimera audit $agents/fs_escape.wasm
+printf '[limits]\ntimeout_ms = 1000\n' > target/demo-timeout.toml
+step "a task that blocks for a minute is ended by its 1 s wall-clock limit" \
+  $chimera run $agents/sleeper.wasm --policy target/demo-timeout.toml --input 60
+step "audit: what kv-counter imports, what its policy grants, the limits in force" \
+  $chimera audit $agents/kv_counter.wasm --policy sample-agents/kv-counter/policy.toml

@@ -1,0 +1,90 @@
+//! The `chimera` binary as users run it.
+
+use chimera_tests::{artifacts, chimera_bin};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn chimera(args: &[&str], data_dir: &Path) -> Output {
+    Command::new(chimera_bin()).args(args).env("CHIMERA_DATA_DIR", data_dir).output().expect("chimera runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn audit_of_an_ungranted_import_exits_non_zero_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = chimera(&["audit", artifacts::ECHO], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("chimera:agent/logging@0.1.0")).expect("the import is listed");
+    assert!(line.contains("REFUSED") && line.contains("[capabilities.logging]"), "{line}");
+    assert!(stdout.contains("verdict: REFUSED: 1 import(s) not granted"), "{stdout}");
+}
+
+#[test]
+fn audit_json_is_valid_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(&policy, "[capabilities.logging]\n[capabilities.kv]\nnamespace = \"counter\"\n").unwrap();
+    let out = chimera(&["audit", artifacts::KV_COUNTER, "--policy", policy.to_str().unwrap(), "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(report["runnable"], true);
+    assert_eq!(report["kv_namespace"], "counter");
+    let kv = report["imports"].as_array().unwrap().iter().find(|i| i["import"] == "chimera:agent/kv@0.1.0").unwrap();
+    assert_eq!((kv["verdict"].as_str(), kv["capability"].as_str()), (Some("granted"), Some("kv")));
+    assert_eq!(report["limits"]["memory_mib"], 64);
+
+    let out = chimera(&["audit", artifacts::FS_ESCAPE, "--json"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(report["runnable"], false);
+    assert!(report["imports"].as_array().unwrap().iter().any(|i| i["verdict"] == "refused" && i["capability"] == "wasi-filesystem"));
+}
+
+#[test]
+fn run_prints_the_output_and_kv_persists_between_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("counter.toml");
+    std::fs::write(&policy, "[capabilities.logging]\n[capabilities.kv]\n").unwrap();
+    for expected in [1, 2] {
+        let out = chimera(&["run", artifacts::KV_COUNTER, "--policy", policy.to_str().unwrap(), "--input", r#"{"key":"runs"}"#], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), format!(r#"{{"key":"runs","count":{expected}}}"#));
+        assert!(text(&out.stderr).contains(&format!("[kv_counter info] counter runs is now {expected}")), "{}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn run_reports_refusals_and_limit_hits_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = chimera(&["run", artifacts::HTTP_FETCH, "--input", "{}"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("chimera:agent/outbound-http@0.1.0: not granted; add a [capabilities.outbound_http] section"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+
+    let policy = dir.path().join("small.toml");
+    std::fs::write(&policy, "[limits]\nmemory_mib = 4\n").unwrap();
+    let out = chimera(&["run", artifacts::MEMORY_BOMB, "--policy", policy.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("memory limit exceeded: the instance asked for 4259840 bytes of linear memory; the limit is 4194304"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\ncpu_ms = -5\n").unwrap();
+    let out = chimera(&["run", artifacts::ECHO, "--policy", bad.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("bad.toml: policy is not valid TOML (line 2)"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn run_json_reports_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = chimera(&["run", artifacts::WORD_COUNT, "--json", "--input", r#"{"text":"a b a"}"#], dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"]["Ok"], r#"{"words":3,"lines":1,"chars":5,"top":[["a",2],["b",1]]}"#);
+    assert!(report["usage"]["peak_memory_bytes"].as_u64().unwrap() > 0);
+}
