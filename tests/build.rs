@@ -34,7 +34,8 @@ fn main() {
     // The no-WASI build mode: core module + wit-component.
     cargo_build(&root.join("sample-agents"), "wasm32-unknown-unknown", &target_dir);
     let module = std::fs::read(target_dir.join("wasm32-unknown-unknown/release/echo.wasm")).unwrap();
-    let component = wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap();
+    let component =
+        wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap();
     let file = out.join("echo-no-wasi.wasm");
     std::fs::write(&file, component).unwrap();
     consts.push_str(&constant("echo-no-wasi", &file));
@@ -58,10 +59,12 @@ fn main() {
             .unwrap_or_else(|| panic!("{} has no `;; world:` line", path.display()))
             .trim();
         let (pkg, world) = world_name.rsplit_once('/').unwrap();
-        let pkg_id = resolve.packages.iter().find(|(_, p)| p.name.to_string().starts_with(pkg)).map(|(id, _)| id).unwrap();
+        let pkg_id =
+            resolve.packages.iter().find(|(_, p)| p.name.to_string().starts_with(pkg)).map(|(id, _)| id).unwrap();
         let world_id = resolve.select_world(&[pkg_id], Some(world)).unwrap();
         let mut module = wat::parse_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        wit_component::embed_component_metadata(&mut module, &resolve, world_id, wit_component::StringEncoding::UTF8).unwrap();
+        wit_component::embed_component_metadata(&mut module, &resolve, world_id, wit_component::StringEncoding::UTF8)
+            .unwrap();
         let component = wit_component::ComponentEncoder::default()
             .module(&module)
             .and_then(|e| e.validate(true).encode())

@@ -4,8 +4,8 @@
 //! [`info!`](crate::info), [`warn!`](crate::warn), [`error!`](crate::error);
 //! [`log_with`] adds key/value fields.
 
-pub use crate::bindings::chimera::agent::logging::Level;
 use crate::bindings::chimera::agent::logging;
+pub use crate::bindings::chimera::agent::logging::Level;
 
 /// Emits one line at `level`.
 pub fn log(level: Level, message: &str) {

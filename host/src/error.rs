@@ -90,7 +90,9 @@ pub enum TaskError {
     #[error("memory limit exceeded: the instance asked for {requested_bytes} bytes of linear memory; the limit is {limit_bytes} ([limits] memory_mib)")]
     MemoryLimit { limit_bytes: u64, requested_bytes: u64 },
     /// A table would have grown past the limit.
-    #[error("table limit exceeded: a table asked for {requested} elements; the limit is {limit} ([limits] table_elements)")]
+    #[error(
+        "table limit exceeded: a table asked for {requested} elements; the limit is {limit} ([limits] table_elements)"
+    )]
     TableLimit { limit: u64, requested: u64 },
     /// The agent spent its CPU budget.
     #[error("CPU limit exceeded: the agent ran wasm for more than {limit_ms} ms ([limits] cpu_ms)")]

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
 
 use crate::audit::AuditReport;
 use crate::bindings::{AgentError, AgentPre};
@@ -101,7 +103,10 @@ impl Host {
             return Err(HostError::Config("epoch_tick must be longer than zero".into()));
         }
         if !(16..=64 * 1024).contains(&config.stack_kib) {
-            return Err(HostError::Config(format!("stack_kib is {}; it must be between 16 and 65536", config.stack_kib)));
+            return Err(HostError::Config(format!(
+                "stack_kib is {}; it must be between 16 and 65536",
+                config.stack_kib
+            )));
         }
         let mut c = Config::new();
         c.epoch_interruption(true);
@@ -219,7 +224,8 @@ impl Host {
     /// Loads an agent from a component file; its name is the policy's
     /// `[agent] name` or the file stem.
     pub fn load_file(&self, path: &Path, policy: Policy) -> Result<Agent, LoadError> {
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| LoadError::Read { path: path.display().to_string(), reason: e.to_string() })?;
         let name = agent_name(path, &policy);
         self.load(&name, &bytes, policy)
     }
@@ -254,13 +260,20 @@ impl Host {
             }
         }
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
-        let pre = AgentPre::new(pre).map_err(|e| LoadError::MissingEntryPoint { agent: name.to_string(), reason: format!("{e:#}") })?;
+        let pre = AgentPre::new(pre)
+            .map_err(|e| LoadError::MissingEntryPoint { agent: name.to_string(), reason: format!("{e:#}") })?;
         let kv = match policy.kv_namespace(name) {
-            Some(ns) => Some((self.kv_store().map_err(|e| LoadError::Unsupported { agent: name.to_string(), reason: e.to_string() })?, ns.into())),
+            Some(ns) => Some((
+                self.kv_store()
+                    .map_err(|e| LoadError::Unsupported { agent: name.to_string(), reason: e.to_string() })?,
+                ns.into(),
+            )),
             None => None,
         };
         let http = match &policy.capabilities.outbound_http {
-            Some(g) => Some(Arc::new(HttpAccess::new(g).map_err(|reason| LoadError::Unsupported { agent: name.to_string(), reason })?)),
+            Some(g) => Some(Arc::new(
+                HttpAccess::new(g).map_err(|reason| LoadError::Unsupported { agent: name.to_string(), reason })?,
+            )),
             None => None,
         };
         Ok(Agent { name: name.into(), policy: Arc::new(policy), pre, imports, kv, http })
@@ -273,7 +286,8 @@ impl Host {
             return Ok(store.clone());
         }
         let dir = &self.config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| HostError::DataDir { path: dir.display().to_string(), reason: e.to_string() })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| HostError::DataDir { path: dir.display().to_string(), reason: e.to_string() })?;
         let store = Arc::new(KvStore::open(&dir.join("kv.redb"))?);
         *guard = Some(store.clone());
         Ok(store)
@@ -285,7 +299,8 @@ impl Host {
         let task_id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let limits = &agent.policy.limits;
         let usage = Arc::new(UsageCounters::default());
-        let log = TaskLog::new(agent.name.clone(), task_id, agent.policy.capabilities.logging.clone().unwrap_or_default());
+        let log =
+            TaskLog::new(agent.name.clone(), task_id, agent.policy.capabilities.logging.clone().unwrap_or_default());
         let started = Instant::now();
         let outcome = if input.len() as u64 > limits.max_input_bytes {
             Err(TaskError::InputTooLarge { size: input.len() as u64, limit: limits.max_input_bytes })
@@ -303,7 +318,11 @@ impl Host {
                 let (text, lost) = pipe.take();
                 dropped += lost;
                 for line in text.lines() {
-                    let level = if level == "warn" { crate::bindings::chimera::agent::logging::Level::Warn } else { crate::bindings::chimera::agent::logging::Level::Info };
+                    let level = if level == "warn" {
+                        crate::bindings::chimera::agent::logging::Level::Warn
+                    } else {
+                        crate::bindings::chimera::agent::logging::Level::Info
+                    };
                     log.record(level, source, line, &[]);
                 }
             }
@@ -366,7 +385,12 @@ impl Host {
         store
     }
 
-    async fn instantiate_and_call(&self, agent: &Agent, mut store: Store<TaskState>, input: &str) -> Result<String, TaskError> {
+    async fn instantiate_and_call(
+        &self,
+        agent: &Agent,
+        mut store: Store<TaskState>,
+        input: &str,
+    ) -> Result<String, TaskError> {
         let instance = match agent.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
             Err(e) => return Err(self.classify(e, &store, agent, true)),
@@ -385,7 +409,10 @@ impl Host {
             }
             Err(AgentError { message, retryable }) => {
                 let mut budget = 4096;
-                Err(TaskError::Agent { message: crate::capabilities::logging::escape_capped(&message, &mut budget), retryable })
+                Err(TaskError::Agent {
+                    message: crate::capabilities::logging::escape_capped(&message, &mut budget),
+                    retryable,
+                })
             }
         }
     }
@@ -394,7 +421,9 @@ impl Host {
     fn classify(&self, e: wasmtime::Error, store: &Store<TaskState>, agent: &Agent, instantiating: bool) -> TaskError {
         let limits = &agent.policy.limits;
         match store.data().limiter.hit {
-            Some(LimitHit::Memory { limit, requested }) => return TaskError::MemoryLimit { limit_bytes: limit, requested_bytes: requested },
+            Some(LimitHit::Memory { limit, requested }) => {
+                return TaskError::MemoryLimit { limit_bytes: limit, requested_bytes: requested }
+            }
             Some(LimitHit::Table { limit, requested }) => return TaskError::TableLimit { limit, requested },
             None => {}
         }
@@ -409,7 +438,10 @@ impl Host {
         }
         if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
             return TaskError::Instantiate {
-                reason: format!("all {} instance slots of this host are in use; retry later", self.config.max_instances),
+                reason: format!(
+                    "all {} instance slots of this host are in use; retry later",
+                    self.config.max_instances
+                ),
             };
         }
         let reason = e.root_cause().to_string();
@@ -423,7 +455,9 @@ impl Host {
 
 fn agent_name(path: &Path, policy: &Policy) -> String {
     policy.agent.name.clone().unwrap_or_else(|| {
-        path.file_stem().map(|s| s.to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "-")).unwrap_or_else(|| "agent".into())
+        path.file_stem()
+            .map(|s| s.to_string_lossy().replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "-"))
+            .unwrap_or_else(|| "agent".into())
     })
 }
 

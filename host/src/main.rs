@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "chimera", version, about = "Run untrusted AI agents as WebAssembly components, with least privilege and hard limits")]
+#[command(
+    name = "chimera",
+    version,
+    about = "Run untrusted AI agents as WebAssembly components, with least privilege and hard limits"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -111,7 +115,10 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
                 .and_then(|e| e.validate(true).encode())
                 .map_err(|e| anyhow::anyhow!("{e:#}"))
                 .with_context(|| {
-                    format!("{} cannot be made into a component (it must be a core module built with wit-bindgen)", module.display())
+                    format!(
+                        "{} cannot be made into a component (it must be a core module built with wit-bindgen)",
+                        module.display()
+                    )
                 })?;
             std::fs::write(&output, component).with_context(|| format!("cannot write {}", output.display()))?;
             eprintln!("wrote {}", output.display());
@@ -204,9 +211,17 @@ fn print_audit(r: &AuditReport) {
     }
     match &r.capabilities.outbound_http {
         Some(h) => {
-            println!("outbound http: {} requests/task, {} ms timeout, {} B max response", h.max_requests, h.timeout_ms, h.max_response_bytes);
+            println!(
+                "outbound http: {} requests/task, {} ms timeout, {} B max response",
+                h.max_requests, h.timeout_ms, h.max_response_bytes
+            );
             for a in &h.allow {
-                println!("  allow {} {}{}", a.methods.join(","), a.url, if a.allow_private { " (private addresses allowed)" } else { "" });
+                println!(
+                    "  allow {} {}{}",
+                    a.methods.join(","),
+                    a.url,
+                    if a.allow_private { " (private addresses allowed)" } else { "" }
+                );
             }
             println!("  everything else: denied");
         }

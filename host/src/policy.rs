@@ -174,7 +174,13 @@ pub struct HttpGrant {
 
 impl Default for HttpGrant {
     fn default() -> Self {
-        HttpGrant { max_requests: 16, max_request_bytes: 1 << 20, max_response_bytes: 1 << 20, timeout_ms: 5_000, allow: Vec::new() }
+        HttpGrant {
+            max_requests: 16,
+            max_request_bytes: 1 << 20,
+            max_response_bytes: 1 << 20,
+            timeout_ms: 5_000,
+            allow: Vec::new(),
+        }
     }
 }
 
@@ -209,7 +215,8 @@ impl Policy {
 
     /// Parses and validates policy TOML.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.message().to_string(), span_line(text, e.span())))?;
+        let policy: Policy = toml::from_str(text)
+            .map_err(|e| PolicyError::Syntax(e.message().to_string(), span_line(text, e.span())))?;
         policy.validate()?;
         Ok(policy)
     }
@@ -252,8 +259,9 @@ impl Policy {
             range("capabilities.outbound_http.max_response_bytes", g.max_response_bytes, 1, 1024 * MIB)?;
             range("capabilities.outbound_http.timeout_ms", g.timeout_ms, 1, 3_600_000)?;
             for (i, allow) in g.allow.iter().enumerate() {
-                crate::capabilities::outbound_http::UrlPattern::parse(&allow.url)
-                    .map_err(|reason| PolicyError::Invalid { key: format!("capabilities.outbound_http.allow[{i}].url"), reason })?;
+                crate::capabilities::outbound_http::UrlPattern::parse(&allow.url).map_err(|reason| {
+                    PolicyError::Invalid { key: format!("capabilities.outbound_http.allow[{i}].url"), reason }
+                })?;
                 if allow.methods.is_empty() {
                     return Err(PolicyError::Invalid {
                         key: format!("capabilities.outbound_http.allow[{i}].methods"),
@@ -280,7 +288,10 @@ impl Policy {
 
 fn range(key: &str, value: u64, min: u64, max: u64) -> Result<(), PolicyError> {
     if value < min || value > max {
-        return Err(PolicyError::Invalid { key: key.to_string(), reason: format!("is {value}; it must be between {min} and {max}") });
+        return Err(PolicyError::Invalid {
+            key: key.to_string(),
+            reason: format!("is {value}; it must be between {min} and {max}"),
+        });
     }
     Ok(())
 }
@@ -312,7 +323,9 @@ mod tests {
     #[test]
     fn empty_policy_grants_nothing_and_sets_limits() {
         let p = Policy::from_toml("").unwrap();
-        assert!(p.capabilities.logging.is_none() && p.capabilities.kv.is_none() && p.capabilities.outbound_http.is_none());
+        assert!(
+            p.capabilities.logging.is_none() && p.capabilities.kv.is_none() && p.capabilities.outbound_http.is_none()
+        );
         assert_eq!(p.limits.memory_mib, 64);
     }
 
@@ -329,9 +342,11 @@ mod tests {
         assert_eq!(err, "policy key `limits.memory_mib` is 0; it must be between 1 and 16384");
         let err = Policy::from_toml("[capabilities.kv]\nnamespace = \"../other\"\n").unwrap_err().to_string();
         assert!(err.contains("capabilities.kv.namespace"), "{err}");
-        let err = Policy::from_toml("[capabilities.outbound_http]\n[[capabilities.outbound_http.allow]]\nurl = \"ftp://x/\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = Policy::from_toml(
+            "[capabilities.outbound_http]\n[[capabilities.outbound_http.allow]]\nurl = \"ftp://x/\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("allow[0].url") && err.contains("ftp"), "{err}");
     }
 }

@@ -3,9 +3,9 @@
 
 use chimera_host::{Host, HostConfig, Policy};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::path::{Path, PathBuf};
 
 /// Paths of the components `build.rs` built from this repository's source.
 pub mod artifacts {
@@ -14,7 +14,8 @@ pub mod artifacts {
 
 /// A host on a fresh data directory with a small pool (tests run in parallel).
 pub fn host_in(dir: &Path) -> Host {
-    Host::new(HostConfig { data_dir: dir.to_path_buf(), max_instances: 16, ..HostConfig::default() }).expect("host starts")
+    Host::new(HostConfig { data_dir: dir.to_path_buf(), max_instances: 16, ..HostConfig::default() })
+        .expect("host starts")
 }
 
 /// Parses a policy, panicking with its error.

@@ -24,7 +24,10 @@ async fn echo_transforms_text_and_logs_through_the_logging_capability() {
     let report = host.run(&agent, r#"{"text":"x","op":"explode"}"#).await;
     assert_eq!(
         report.outcome,
-        Err(TaskError::Agent { message: "unknown op \"explode\": use echo, upper, lower or reverse".into(), retryable: false })
+        Err(TaskError::Agent {
+            message: "unknown op \"explode\": use echo, upper, lower or reverse".into(),
+            retryable: false
+        })
     );
 }
 
@@ -55,7 +58,8 @@ async fn echo_built_without_wasi_imports_only_logging_and_runs() {
     assert_eq!(report.outcome, Ok(r#"{"text":"cba","op":"reverse"}"#.to_string()));
 }
 
-const KV_POLICY_ALPHA: &str = "[agent]\nname = \"alpha\"\n[capabilities.logging]\n[capabilities.kv]\nnamespace = \"alpha\"\n";
+const KV_POLICY_ALPHA: &str =
+    "[agent]\nname = \"alpha\"\n[capabilities.logging]\n[capabilities.kv]\nnamespace = \"alpha\"\n";
 const KV_POLICY_BETA: &str = "[capabilities.kv]\nnamespace = \"beta\"\n[capabilities.logging]\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,7 +95,13 @@ async fn kv_values_persist_across_tasks_and_host_restarts_and_stay_in_their_name
 async fn kv_read_only_grant_refuses_writes_with_a_typed_denial() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_in(dir.path());
-    let agent = host.load("ro", &component(artifacts::KV_COUNTER), policy("[capabilities.logging]\n[capabilities.kv]\nread_only = true\n")).unwrap();
+    let agent = host
+        .load(
+            "ro",
+            &component(artifacts::KV_COUNTER),
+            policy("[capabilities.logging]\n[capabilities.kv]\nread_only = true\n"),
+        )
+        .unwrap();
     let r = host.run(&agent, r#"{"key":"visits"}"#).await;
     match r.outcome {
         Err(TaskError::Agent { message, retryable: false }) => {
@@ -112,7 +122,8 @@ async fn outbound_http_reaches_an_allowed_url_and_nothing_else() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let host = host_in(dir.path());
-    let agent = host.load("fetch", &component(artifacts::HTTP_FETCH), http_policy(&server.url("/hello"), true, "")).unwrap();
+    let agent =
+        host.load("fetch", &component(artifacts::HTTP_FETCH), http_policy(&server.url("/hello"), true, "")).unwrap();
 
     let r = host.run(&agent, &json!({"url": server.url("/hello")}).to_string()).await;
     assert_eq!(output_json(&r.outcome), json!({"status": 200, "bytes": 26, "body": "hello from the test server"}));
@@ -123,7 +134,10 @@ async fn outbound_http_reaches_an_allowed_url_and_nothing_else() {
     let r = host.run(&agent, &json!({"url": server.url("/big")}).to_string()).await;
     match r.outcome {
         Err(TaskError::Agent { message, retryable: false }) => {
-            assert_eq!(message, format!("fetch denied: no allow rule of this agent's policy matches GET {}", server.url("/big")))
+            assert_eq!(
+                message,
+                format!("fetch denied: no allow rule of this agent's policy matches GET {}", server.url("/big"))
+            )
         }
         other => panic!("expected a denial, got {other:?}"),
     }
@@ -163,7 +177,9 @@ async fn outbound_http_caps_response_size_and_time_and_returns_redirects_unfollo
 
     let r = host.run(&agent, &json!({"url": server.url("/big")}).to_string()).await;
     match r.outcome {
-        Err(TaskError::Agent { message, retryable: false }) => assert_eq!(message, "fetch refused: response body exceeds 1048576 bytes (max_response_bytes)"),
+        Err(TaskError::Agent { message, retryable: false }) => {
+            assert_eq!(message, "fetch refused: response body exceeds 1048576 bytes (max_response_bytes)")
+        }
         other => panic!("expected too-large, got {other:?}"),
     }
 

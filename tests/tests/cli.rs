@@ -41,7 +41,11 @@ fn audit_json_is_valid_and_complete() {
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(report["runnable"], false);
-    assert!(report["imports"].as_array().unwrap().iter().any(|i| i["verdict"] == "refused" && i["capability"] == "wasi-filesystem"));
+    assert!(report["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["verdict"] == "refused" && i["capability"] == "wasi-filesystem"));
 }
 
 #[test]
@@ -50,10 +54,17 @@ fn run_prints_the_output_and_kv_persists_between_runs() {
     let policy = dir.path().join("counter.toml");
     std::fs::write(&policy, "[capabilities.logging]\n[capabilities.kv]\n").unwrap();
     for expected in [1, 2] {
-        let out = chimera(&["run", artifacts::KV_COUNTER, "--policy", policy.to_str().unwrap(), "--input", r#"{"key":"runs"}"#], dir.path());
+        let out = chimera(
+            &["run", artifacts::KV_COUNTER, "--policy", policy.to_str().unwrap(), "--input", r#"{"key":"runs"}"#],
+            dir.path(),
+        );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         assert_eq!(text(&out.stdout).trim(), format!(r#"{{"key":"runs","count":{expected}}}"#));
-        assert!(text(&out.stderr).contains(&format!("[kv_counter info] counter runs is now {expected}")), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(&format!("[kv_counter info] counter runs is now {expected}")),
+            "{}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -63,14 +74,19 @@ fn run_reports_refusals_and_limit_hits_in_plain_words() {
     let out = chimera(&["run", artifacts::HTTP_FETCH, "--input", "{}"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("chimera:agent/outbound-http@0.1.0: not granted; add a [capabilities.outbound_http] section"), "{stderr}");
+    assert!(
+        stderr.contains("chimera:agent/outbound-http@0.1.0: not granted; add a [capabilities.outbound_http] section"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("backtrace"), "{stderr}");
 
     let policy = dir.path().join("small.toml");
     std::fs::write(&policy, "[limits]\nmemory_mib = 4\n").unwrap();
     let out = chimera(&["run", artifacts::MEMORY_BOMB, "--policy", policy.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("memory limit exceeded: the instance asked for 4259840 bytes of linear memory; the limit is 4194304"));
+    assert!(text(&out.stderr).contains(
+        "memory limit exceeded: the instance asked for 4259840 bytes of linear memory; the limit is 4194304"
+    ));
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[limits]\ncpu_ms = -5\n").unwrap();

@@ -14,7 +14,9 @@ fn load_error(path: &str, toml: &str) -> LoadError {
 
 fn ungranted(err: &LoadError) -> Vec<(String, String)> {
     match err {
-        LoadError::Ungranted { ungranted, .. } => ungranted.iter().map(|u| (u.import.clone(), u.reason.clone())).collect(),
+        LoadError::Ungranted { ungranted, .. } => {
+            ungranted.iter().map(|u| (u.import.clone(), u.reason.clone())).collect()
+        }
         other => panic!("expected an ungranted-imports error, got: {other}"),
     }
 }
@@ -24,7 +26,10 @@ fn a_used_but_ungranted_capability_is_refused_naming_the_import_and_the_section(
     let err = load_error(artifacts::ECHO, "");
     assert_eq!(
         ungranted(&err),
-        [("chimera:agent/logging@0.1.0".to_string(), "not granted; add a [capabilities.logging] section to the policy".to_string())]
+        [(
+            "chimera:agent/logging@0.1.0".to_string(),
+            "not granted; add a [capabilities.logging] section to the policy".to_string()
+        )]
     );
     let text = err.to_string();
     assert!(text.starts_with("agent `agent` imports 1 interface(s) its policy does not grant:"), "{text}");
@@ -59,7 +64,10 @@ fn an_interface_no_capability_provides_is_refused() {
     let err = load_error(artifacts::UNDECLARED_IMPORT, "");
     assert_eq!(
         ungranted(&err),
-        [("attack:evil/secrets".to_string(), "no Chimera capability provides this interface, so no policy can grant it".to_string())]
+        [(
+            "attack:evil/secrets".to_string(),
+            "no Chimera capability provides this interface, so no policy can grant it".to_string()
+        )]
     );
 }
 
@@ -67,7 +75,9 @@ fn an_interface_no_capability_provides_is_refused() {
 fn wasi_baseline_can_be_withdrawn_by_policy() {
     let err = load_error(artifacts::WORD_COUNT, "[wasi]\ncli = false\nclocks = false\n");
     let list = ungranted(&err);
-    assert!(list.iter().any(|(n, r)| n.starts_with("wasi:cli/stdout@") && r == "not granted; set [wasi] cli = true in the policy"));
+    assert!(list
+        .iter()
+        .any(|(n, r)| n.starts_with("wasi:cli/stdout@") && r == "not granted; set [wasi] cli = true in the policy"));
     assert!(list.iter().any(|(n, _)| n.starts_with("wasi:io/streams@")));
     assert!(list.iter().all(|(n, _)| n.starts_with("wasi:cli/") || n.starts_with("wasi:io/")), "{list:?}");
 }
@@ -103,7 +113,10 @@ fn bad_components_get_errors_that_say_what_to_do() {
 fn policy_limits_beyond_the_host_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_in(dir.path());
-    let err = host.load("echo", &component(artifacts::ECHO), policy("[capabilities.logging]\n[limits]\nmemory_mib = 2048\n")).err().unwrap();
+    let err = host
+        .load("echo", &component(artifacts::ECHO), policy("[capabilities.logging]\n[limits]\nmemory_mib = 2048\n"))
+        .err()
+        .unwrap();
     assert_eq!(
         err.to_string(),
         "agent `echo`: the policy asks for memory_mib = 2048, but this host's instance pool allows at most 1024 MiB per instance"

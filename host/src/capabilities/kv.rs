@@ -58,7 +58,10 @@ impl KvStore {
     }
 
     /// Runs `f` on the table in one write transaction and commits it.
-    fn write<R>(&self, f: impl FnOnce(&mut redb::Table<(&str, &str), &[u8]>) -> Result<R, KvError>) -> Result<R, KvError> {
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&mut redb::Table<(&str, &str), &[u8]>) -> Result<R, KvError>,
+    ) -> Result<R, KvError> {
         let tx = self.db.begin_write().map_err(unavailable)?;
         let result = {
             let mut table = tx.open_table(TABLE).map_err(unavailable)?;
@@ -112,7 +115,11 @@ impl KvTaskState {
             return Err(KvError::InvalidKey("the key is empty".into()));
         }
         if key.len() as u64 > self.grant.max_key_bytes {
-            return Err(KvError::TooLarge(format!("key is {} bytes; the limit is {} (max_key_bytes)", key.len(), self.grant.max_key_bytes)));
+            return Err(KvError::TooLarge(format!(
+                "key is {} bytes; the limit is {} (max_key_bytes)",
+                key.len(),
+                self.grant.max_key_bytes
+            )));
         }
         Ok(())
     }
@@ -184,10 +191,16 @@ impl kv::Host for TaskState {
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
         check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(0))));
-        self.kv_op(true, move |s, ns| s.write(|t| Ok(t.remove((ns, key.as_str())).map_err(unavailable)?.is_some()))).await
+        self.kv_op(true, move |s, ns| s.write(|t| Ok(t.remove((ns, key.as_str())).map_err(unavailable)?.is_some())))
+            .await
     }
 
-    async fn list_keys(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> wasmtime::Result<Result<KeyPage, KvError>> {
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<KeyPage, KvError>> {
         let max = match self.kv_grant() {
             Ok(kv) => kv.grant.max_page_keys,
             Err(e) => return Ok(Err(e)),
@@ -220,7 +233,12 @@ impl kv::Host for TaskState {
         .await
     }
 
-    async fn compare_and_swap(&mut self, key: String, expected: Option<Vec<u8>>, new: Vec<u8>) -> wasmtime::Result<Result<bool, KvError>> {
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> wasmtime::Result<Result<bool, KvError>> {
         check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(new.len()))));
         self.kv_op(true, move |s, ns| {
             s.write(|t| {

@@ -16,7 +16,9 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
         capability: "logging",
         section: "[capabilities.logging]",
         grant: match &policy.capabilities.logging {
-            Some(g) => Ok(format!("log lines up to {} bytes, {} bytes per task", g.max_line_bytes, g.max_bytes_per_task)),
+            Some(g) => {
+                Ok(format!("log lines up to {} bytes, {} bytes per task", g.max_line_bytes, g.max_bytes_per_task))
+            }
             None => Err("not granted; add a [capabilities.logging] section to the policy".into()),
         },
         link: |l: &mut Linker<TaskState>| logging::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),

@@ -76,7 +76,11 @@ pub fn decide(import: &str, policy: &Policy) -> ImportDecision {
         link: None,
     };
     let Some(name) = parse_name(import) else {
-        return refused("unknown", None, "not an interface import; Chimera links only the interfaces of its capabilities".into());
+        return refused(
+            "unknown",
+            None,
+            "not an interface import; Chimera links only the interfaces of its capabilities".into(),
+        );
     };
     match name.package {
         "chimera:agent" => {
@@ -84,7 +88,10 @@ pub fn decide(import: &str, policy: &Policy) -> ImportDecision {
                 return refused(
                     "unknown",
                     None,
-                    format!("this host implements chimera:agent 0.1.x, not {}; rebuild the agent against this host's wit/", name.version.unwrap_or("an unversioned package")),
+                    format!(
+                        "this host implements chimera:agent 0.1.x, not {}; rebuild the agent against this host's wit/",
+                        name.version.unwrap_or("an unversioned package")
+                    ),
                 );
             }
             let cap = match name.interface {
@@ -103,7 +110,8 @@ pub fn decide(import: &str, policy: &Policy) -> ImportDecision {
         "wasi:sockets" => refused(
             "wasi-sockets",
             None,
-            "raw sockets are never granted to agents; use chimera:agent/outbound-http, which the policy can allow".into(),
+            "raw sockets are never granted to agents; use chimera:agent/outbound-http, which the policy can allow"
+                .into(),
         ),
         "wasi:http" => refused("wasi-http", None, "wasi:http is not offered; use chimera:agent/outbound-http".into()),
         "wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" => {
@@ -111,15 +119,24 @@ pub fn decide(import: &str, policy: &Policy) -> ImportDecision {
                 return refused(
                     "unknown",
                     None,
-                    format!("this host implements WASI 0.2.x, not {}", name.version.unwrap_or("an unversioned package")),
+                    format!(
+                        "this host implements WASI 0.2.x, not {}",
+                        name.version.unwrap_or("an unversioned package")
+                    ),
                 );
             }
             match wasi::decide(name.package, name.interface, policy) {
                 Some(cap) => cap.into_decision(import),
-                None => refused("unknown", None, format!("{}/{} is not a WASI 0.2 interface this host provides", name.package, name.interface)),
+                None => refused(
+                    "unknown",
+                    None,
+                    format!("{}/{} is not a WASI 0.2 interface this host provides", name.package, name.interface),
+                ),
             }
         }
-        _ => refused("unknown", None, "no Chimera capability provides this interface, so no policy can grant it".into()),
+        _ => {
+            refused("unknown", None, "no Chimera capability provides this interface, so no policy can grant it".into())
+        }
     }
 }
 
@@ -138,7 +155,14 @@ impl CapabilityDecision {
             Ok(detail) => (Verdict::Granted, detail, Some(self.link)),
             Err(detail) => (Verdict::Refused, detail, None),
         };
-        ImportDecision { import: import.to_string(), capability: self.capability, policy_section: Some(self.section), verdict, detail, link }
+        ImportDecision {
+            import: import.to_string(),
+            capability: self.capability,
+            policy_section: Some(self.section),
+            verdict,
+            detail,
+            link,
+        }
     }
 }
 

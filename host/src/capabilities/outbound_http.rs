@@ -25,14 +25,25 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
         capability: "outbound-http",
         section: "[capabilities.outbound_http]",
         grant: match &policy.capabilities.outbound_http {
-            Some(g) if g.allow.is_empty() => Ok("linked, but no URL is allowed (add [[capabilities.outbound_http.allow]] rules)".into()),
+            Some(g) if g.allow.is_empty() => {
+                Ok("linked, but no URL is allowed (add [[capabilities.outbound_http.allow]] rules)".into())
+            }
             Some(g) => Ok(g
                 .allow
                 .iter()
-                .map(|a| format!("{} {}{}", a.methods.join(","), a.url, if a.allow_private { " (private addresses allowed)" } else { "" }))
+                .map(|a| {
+                    format!(
+                        "{} {}{}",
+                        a.methods.join(","),
+                        a.url,
+                        if a.allow_private { " (private addresses allowed)" } else { "" }
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; ")),
-            None => Err("not granted; add a [capabilities.outbound_http] section with allow rules to the policy".into()),
+            None => {
+                Err("not granted; add a [capabilities.outbound_http] section with allow rules to the policy".into())
+            }
         },
         link: |l: &mut Linker<TaskState>| wit::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),
     }
@@ -67,7 +78,8 @@ pub struct UrlPattern {
 impl UrlPattern {
     /// Parses a rule's `url`, or says what is wrong with it.
     pub fn parse(pattern: &str) -> Result<UrlPattern, String> {
-        let url = Url::parse(pattern).map_err(|e| format!("{pattern:?} is not a URL ({e}); write e.g. \"https://api.example.com/v1/\""))?;
+        let url = Url::parse(pattern)
+            .map_err(|e| format!("{pattern:?} is not a URL ({e}); write e.g. \"https://api.example.com/v1/\""))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(format!("{pattern:?} uses scheme `{}`; only http and https are supported", url.scheme()));
         }
@@ -77,7 +89,9 @@ impl UrlPattern {
         let host = url.host_str().ok_or_else(|| format!("{pattern:?} has no host"))?.to_ascii_lowercase();
         let host = match host.strip_prefix("*.") {
             Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => HostPattern::Suffix(format!(".{suffix}")),
-            _ if host.contains('*') => return Err(format!("{pattern:?}: a wildcard is allowed only as a leading `*.`")),
+            _ if host.contains('*') => {
+                return Err(format!("{pattern:?}: a wildcard is allowed only as a leading `*.`"))
+            }
             _ => HostPattern::Exact(host),
         };
         let port = url.port_or_known_default().ok_or_else(|| format!("{pattern:?} has no port"))?;
@@ -102,7 +116,9 @@ pub fn parse_method(m: &str) -> Result<Method, String> {
         "PATCH" => Method::Patch,
         "DELETE" => Method::Delete,
         "OPTIONS" => Method::Options,
-        other => return Err(format!("has unknown method {other:?}; use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")),
+        other => {
+            return Err(format!("has unknown method {other:?}; use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"))
+        }
     })
 }
 
@@ -154,11 +170,16 @@ impl HttpAccess {
             Some(Host::Ipv6(ip)) => format!("[{ip}]"),
             None => return Err(HttpError::InvalidRequest("the URL has no host".into())),
         };
-        let rule = self
-            .rules
-            .iter()
-            .find(|r| r.pattern.matches(url, &host) && r.methods.contains(&method))
-            .ok_or_else(|| HttpError::Denied(format!("no allow rule of this agent's policy matches {} {}", method_name(method), url)))?;
+        let rule =
+            self.rules.iter().find(|r| r.pattern.matches(url, &host) && r.methods.contains(&method)).ok_or_else(
+                || {
+                    HttpError::Denied(format!(
+                        "no allow rule of this agent's policy matches {} {}",
+                        method_name(method),
+                        url
+                    ))
+                },
+            )?;
         // An address literal is never resolved, so it is vetted here.
         let literal = match url.host() {
             Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -168,7 +189,9 @@ impl HttpAccess {
         if let Some(ip) = literal {
             if let Some(class) = non_public(ip) {
                 if !rule.allow_private {
-                    return Err(HttpError::Denied(format!("{ip} is a {class} address; the rule must say allow_private = true")));
+                    return Err(HttpError::Denied(format!(
+                        "{ip} is a {class} address; the rule must say allow_private = true"
+                    )));
                 }
             }
         }
@@ -268,7 +291,8 @@ impl reqwest::dns::Resolve for VettingResolver {
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
-                return Err(Box::new(AddressDenied(format!("{host} resolves to no address"))) as Box<dyn StdError + Send + Sync>);
+                return Err(Box::new(AddressDenied(format!("{host} resolves to no address")))
+                    as Box<dyn StdError + Send + Sync>);
             }
             if !allow_private {
                 if let Some((ip, class)) = addrs.iter().find_map(|a| non_public(a.ip()).map(|c| (a.ip(), c))) {
@@ -284,8 +308,18 @@ impl reqwest::dns::Resolve for VettingResolver {
 
 /// Request headers an agent may not set: they would let it smuggle a
 /// different target or framing past the checks.
-const FORBIDDEN_HEADERS: &[&str] =
-    &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive", "proxy-authorization", "proxy-connection"];
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+];
 
 impl TaskState {
     async fn http_send(&mut self, request: Request) -> Result<Response, HttpError> {
@@ -299,7 +333,8 @@ impl TaskState {
                 access.grant.max_requests
             )));
         }
-        let url = Url::parse(&request.url).map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
+        let url = Url::parse(&request.url)
+            .map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(HttpError::Denied("URLs with credentials (user@host) are not allowed".into()));
         }
@@ -349,7 +384,9 @@ impl TaskState {
             }
             Ok(Response { status, headers, body })
         };
-        tokio::time::timeout(Duration::from_millis(access.grant.timeout_ms), exchange).await.unwrap_or(Err(HttpError::Timeout))
+        tokio::time::timeout(Duration::from_millis(access.grant.timeout_ms), exchange)
+            .await
+            .unwrap_or(Err(HttpError::Timeout))
     }
 }
 
@@ -404,7 +441,13 @@ mod tests {
 
     #[test]
     fn odd_ip_spellings_are_normalised_then_vetted() {
-        for s in ["http://2130706433/", "http://0x7f.0.0.1/", "http://0177.0.0.1/", "http://127.1/", "http://[::ffff:127.0.0.1]/"] {
+        for s in [
+            "http://2130706433/",
+            "http://0x7f.0.0.1/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
             let url = Url::parse(s).unwrap();
             let ip: IpAddr = match url.host().unwrap() {
                 Host::Ipv4(ip) => ip.into(),

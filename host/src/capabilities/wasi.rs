@@ -30,25 +30,49 @@ fn table(s: &mut TaskState) -> &mut ResourceTable {
 
 /// Every WASI interface the host can provide: `(package, interface, part, link)`.
 const INTERFACES: &[(&str, &str, Part, LinkFn)] = &[
-    ("wasi:io", "error", Part::Io, |l| wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<TaskState, TableOnly>(l, table)),
-    ("wasi:io", "poll", Part::Io, |l| wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<TaskState, TableOnly>(l, table)),
-    ("wasi:io", "streams", Part::Io, |l| wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<TaskState, TableOnly>(l, table)),
-    ("wasi:cli", "environment", Part::Cli, |l| cli::environment::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
+    ("wasi:io", "error", Part::Io, |l| {
+        wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<TaskState, TableOnly>(l, table)
+    }),
+    ("wasi:io", "poll", Part::Io, |l| {
+        wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<TaskState, TableOnly>(l, table)
+    }),
+    ("wasi:io", "streams", Part::Io, |l| {
+        wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<TaskState, TableOnly>(l, table)
+    }),
+    ("wasi:cli", "environment", Part::Cli, |l| {
+        cli::environment::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+    }),
     ("wasi:cli", "exit", Part::Cli, |l| cli::exit::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
     ("wasi:cli", "stdin", Part::Cli, |l| cli::stdin::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
     ("wasi:cli", "stdout", Part::Cli, |l| cli::stdout::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
     ("wasi:cli", "stderr", Part::Cli, |l| cli::stderr::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:cli", "terminal-input", Part::Cli, |l| cli::terminal_input::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:cli", "terminal-output", Part::Cli, |l| cli::terminal_output::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:cli", "terminal-stdin", Part::Cli, |l| cli::terminal_stdin::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:cli", "terminal-stdout", Part::Cli, |l| cli::terminal_stdout::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:cli", "terminal-stderr", Part::Cli, |l| cli::terminal_stderr::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:clocks", "wall-clock", Part::Clocks, |l| clocks::wall_clock::add_to_linker::<TaskState, WasiClocks>(l, TaskState::clocks)),
+    ("wasi:cli", "terminal-input", Part::Cli, |l| {
+        cli::terminal_input::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+    }),
+    ("wasi:cli", "terminal-output", Part::Cli, |l| {
+        cli::terminal_output::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+    }),
+    ("wasi:cli", "terminal-stdin", Part::Cli, |l| {
+        cli::terminal_stdin::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+    }),
+    ("wasi:cli", "terminal-stdout", Part::Cli, |l| {
+        cli::terminal_stdout::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+    }),
+    ("wasi:cli", "terminal-stderr", Part::Cli, |l| {
+        cli::terminal_stderr::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+    }),
+    ("wasi:clocks", "wall-clock", Part::Clocks, |l| {
+        clocks::wall_clock::add_to_linker::<TaskState, WasiClocks>(l, TaskState::clocks)
+    }),
     ("wasi:clocks", "monotonic-clock", Part::Clocks, |l| {
         clocks::monotonic_clock::add_to_linker::<TaskState, WasiClocks>(l, TaskState::clocks)
     }),
-    ("wasi:random", "random", Part::Random, |l| random::random::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)),
-    ("wasi:random", "insecure", Part::Random, |l| random::insecure::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)),
+    ("wasi:random", "random", Part::Random, |l| {
+        random::random::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)
+    }),
+    ("wasi:random", "insecure", Part::Random, |l| {
+        random::insecure::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)
+    }),
     ("wasi:random", "insecure-seed", Part::Random, |l| {
         random::insecure_seed::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)
     }),
@@ -67,14 +91,21 @@ pub(crate) fn decide(package: &str, interface: &str, policy: &Policy) -> Option<
     let &(_, _, part, link) = INTERFACES.iter().find(|(p, i, _, _)| *p == package && *i == interface)?;
     let w = &policy.wasi;
     let (capability, section, granted, what) = match part {
-        Part::Io => ("wasi-io", "[wasi] cli or clocks", w.cli || w.clocks, "streams and pollables handed out by cli and clocks".to_string()),
+        Part::Io => (
+            "wasi-io",
+            "[wasi] cli or clocks",
+            w.cli || w.clocks,
+            "streams and pollables handed out by cli and clocks".to_string(),
+        ),
         Part::Cli => (
             "wasi-cli",
             "[wasi] cli",
             w.cli,
             "empty environment and stdin; stdout/stderr captured into the task log; no terminal".to_string(),
         ),
-        Part::Clocks => ("wasi-clocks", "[wasi] clocks", w.clocks, format!("coarsened to {} ms", w.clock_resolution_ms)),
+        Part::Clocks => {
+            ("wasi-clocks", "[wasi] clocks", w.clocks, format!("coarsened to {} ms", w.clock_resolution_ms))
+        }
         Part::Random => ("wasi-random", "[wasi] random", w.random, "random bytes".to_string()),
     };
     Some(CapabilityDecision {
@@ -159,16 +190,26 @@ impl Pollable for CapturedOutput {
 }
 
 impl tokio::io::AsyncWrite for CapturedOutput {
-    fn poll_write(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         self.push(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }

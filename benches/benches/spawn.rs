@@ -1,0 +1,31 @@
+//! Spawn latency: store + instantiate + call + drop of a trivial agent
+//! (word-count on a one-word input), Chimera vs the raw-wasmtime floor in
+//! the same run.
+
+use chimera_benches::Floor;
+use chimera_host::{Host, HostConfig, Policy};
+use chimera_tests::artifacts;
+use criterion::{criterion_group, criterion_main, Criterion};
+
+const INPUT: &str = r#"{"text":"a"}"#;
+
+fn spawn(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bytes = std::fs::read(artifacts::WORD_COUNT).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    let floor = Floor::new(&bytes);
+    let host =
+        Host::new(HostConfig { data_dir: dir.path().into(), max_instances: 16, ..HostConfig::default() }).unwrap();
+    let agent = host.load("word-count", &bytes, Policy::default()).unwrap();
+    let expected = rt.block_on(floor.run(INPUT));
+    assert_eq!(rt.block_on(host.run(&agent, INPUT)).outcome.as_deref(), Ok(expected.as_str()));
+
+    let mut group = c.benchmark_group("spawn");
+    group.bench_function("floor", |b| b.to_async(&rt).iter(|| floor.run(INPUT)));
+    group.bench_function("chimera", |b| b.to_async(&rt).iter(|| host.run(&agent, INPUT)));
+    group.finish();
+}
+
+criterion_group!(benches, spawn);
+criterion_main!(benches);

@@ -1,0 +1,65 @@
+//! The floor every Chimera benchmark is measured against: raw wasmtime on
+//! the same component, with the same pooling tuning, a minimal store and no
+//! Chimera code.
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "chimera:agent/agent",
+        exports: { default: async },
+    });
+}
+
+/// The minimal store a raw embedding needs to satisfy a wasip2 component.
+pub struct FloorState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for FloorState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Raw wasmtime: pooling with `linear_memory_keep_resident` and
+/// `pagemap_scan`, `InstancePre`, the whole WASI p2 linked.
+pub struct Floor {
+    pre: bindings::AgentPre<FloorState>,
+    engine: Engine,
+}
+
+impl Floor {
+    pub fn new(component: &[u8]) -> Floor {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(16)
+            .total_core_instances(128)
+            .total_memories(32)
+            .total_tables(64)
+            .total_stacks(16)
+            .max_memory_size(1 << 30)
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(Enabled::Auto);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        let component = Component::new(&engine, component).unwrap();
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+        let pre = bindings::AgentPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+        Floor { pre, engine }
+    }
+
+    /// Store + instantiate + call + drop.
+    pub async fn run(&self, input: &str) -> String {
+        let mut store =
+            Store::new(&self.engine, FloorState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        let agent = self.pre.instantiate_async(&mut store).await.unwrap();
+        agent.call_run(&mut store, input).await.unwrap().unwrap()
+    }
+}
