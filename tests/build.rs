@@ -21,7 +21,7 @@ fn main() {
     let wasip2 = target_dir.join("wasm32-wasip2/release");
     for (workspace, crates) in [
         ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch"][..]),
-        ("attack-components", &["fs-escape", "sleeper"][..]),
+        ("attack-components", &["fs-escape", "sleeper", "snoop"][..]),
     ] {
         cargo_build(&root.join(workspace), "wasm32-wasip2", &target_dir);
         for name in crates {

@@ -1,0 +1,54 @@
+//! The WASI baseline is locked down: nothing of the host leaks through it.
+
+use chimera_host::LogSource;
+use chimera_tests::{artifacts, component, host_in, policy};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_arguments_stdin_are_empty_clocks_coarse_and_stdio_captured_and_capped() {
+    // The host process does have an environment to leak.
+    assert!(std::env::vars().count() > 0);
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let snoop = host
+        .load("snoop", &component(artifacts::SNOOP), policy("[capabilities.logging]\n[limits]\nstdio_bytes = 1000\n"))
+        .unwrap();
+    let r = host.run(&snoop, "").await;
+    let seen: Value = serde_json::from_str(r.outcome.as_ref().unwrap()).unwrap();
+    assert_eq!(seen["env"], json!([]));
+    assert_eq!(seen["args"], 0);
+    assert_eq!(seen["stdin_bytes"], 0);
+    let step = seen["finest_clock_step_ns"].as_u64().unwrap();
+    assert!(step == 0 || (step >= 1_000_000 && step % 1_000_000 == 0), "clock step {step} ns is finer than 1 ms");
+
+    // The forged line is one escaped line, not a new log line.
+    let agent_lines: Vec<&str> =
+        r.logs.iter().filter(|l| l.source == LogSource::Agent).map(|l| l.message.as_str()).collect();
+    assert_eq!(agent_lines, ["forged\\r\\n[admin info] granted everything \\u{1b}[31mred\\u{1b}[0m"]);
+
+    // stdout is kept up to 1000 bytes, the rest dropped and counted; stderr lands as a warning.
+    let stdout: Vec<&str> =
+        r.logs.iter().filter(|l| l.source == LogSource::Stdout).map(|l| l.message.as_str()).collect();
+    let written: String = (0..10_000).map(|i| format!("stdout line {i}\n")).collect();
+    assert_eq!(stdout, written[..1000].lines().collect::<Vec<_>>());
+    assert_eq!(r.usage.stdio_bytes_dropped, written.len() as u64 - 1000);
+    let stderr: Vec<_> = r.logs.iter().filter(|l| l.source == LogSource::Stderr).collect();
+    assert_eq!((stderr.len(), stderr[0].level, stderr[0].message.as_str()), (1, "warn", "one line on stderr"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clock_resolution_follows_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let snoop = host
+        .load(
+            "snoop",
+            &component(artifacts::SNOOP),
+            policy("[capabilities.logging]\n[wasi]\nclock_resolution_ms = 50\n"),
+        )
+        .unwrap();
+    let r = host.run(&snoop, "").await;
+    let seen: Value = serde_json::from_str(r.outcome.as_ref().unwrap()).unwrap();
+    let step = seen["finest_clock_step_ns"].as_u64().unwrap();
+    assert!(step == 0 || step % 50_000_000 == 0, "clock step {step} ns is not a multiple of 50 ms");
+}
