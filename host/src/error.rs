@@ -137,6 +137,20 @@ impl TaskError {
         }
     }
 
+    /// The limit this error is a hit of, if it is one (a fixed label).
+    pub fn limit(&self) -> Option<&'static str> {
+        Some(match self {
+            TaskError::MemoryLimit { .. } => "memory",
+            TaskError::TableLimit { .. } => "table",
+            TaskError::CpuLimit { .. } => "cpu",
+            TaskError::Timeout { .. } => "timeout",
+            TaskError::StackOverflow { .. } => "stack",
+            TaskError::InputTooLarge { .. } => "input",
+            TaskError::OutputTooLarge { .. } => "output",
+            _ => return None,
+        })
+    }
+
     /// Whether running the task again may succeed. Limit hits, traps and
     /// denials never are.
     pub fn is_retryable(&self) -> bool {

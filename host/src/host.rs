@@ -22,6 +22,7 @@ use crate::capabilities::{self, ImportDecision, Verdict};
 use crate::config::HostConfig;
 use crate::error::{HostError, LoadError, TaskError, Ungranted};
 use crate::limits::{InstanceLimiter, LimitHit};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::state::TaskState;
 use crate::usage::{ResourceUsage, UsageCounters};
@@ -33,6 +34,7 @@ pub struct Host {
     config: HostConfig,
     kv: Mutex<Option<Arc<KvStore>>>,
     next_task: AtomicU64,
+    metrics: Arc<Metrics>,
     _ticker: EpochTicker,
 }
 
@@ -138,12 +140,24 @@ impl Host {
             ))
         })?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
-        Ok(Host { engine, config, kv: Mutex::new(None), next_task: AtomicU64::new(1), _ticker: ticker })
+        Ok(Host {
+            engine,
+            config,
+            kv: Mutex::new(None),
+            next_task: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::default()),
+            _ticker: ticker,
+        })
     }
 
     /// The wasmtime engine (for embedders that compile components themselves).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The host's metrics (Prometheus text via [`Metrics::encode`]).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The configuration this host was created with.
@@ -245,6 +259,9 @@ impl Host {
             .map(|d| Ungranted { import: d.import.clone(), reason: d.detail.clone() })
             .collect();
         if !ungranted.is_empty() {
+            for d in imports.iter().filter(|d| d.verdict == Verdict::Refused) {
+                self.metrics.load_refused(d.capability);
+            }
             return Err(LoadError::Ungranted { agent: name.to_string(), ungranted });
         }
         let link_err = |e: wasmtime::Error| LoadError::Link { agent: name.to_string(), reason: format!("{e:#}") };
@@ -336,6 +353,18 @@ impl Host {
         if let Err(e) = &outcome {
             tracing::debug!(agent = %agent.name, task = task_id, kind = e.kind(), "task failed: {e}");
         }
+        let kind = outcome.as_ref().map_or_else(|e| e.kind(), |_| "ok");
+        let limit = outcome.as_ref().err().and_then(|e| e.limit());
+        let u = &report_usage;
+        self.metrics.task_finished(
+            &agent.name,
+            kind,
+            limit,
+            u.wall_time_us as f64 / 1e6,
+            u.peak_memory_bytes,
+            u.cpu_ticks,
+        );
+        self.metrics.log_lines_dropped(&agent.name, log_lines_dropped);
         TaskReport { task_id, agent: agent.name.to_string(), outcome, usage: report_usage, logs }
     }
 
@@ -367,7 +396,9 @@ impl Host {
             usage,
             cpu_ticks: 0,
             cpu_budget_ticks: policy.limits.cpu_ms.div_ceil(tick_ms),
+            metrics: self.metrics.clone(),
         };
+        self.metrics.instance_started();
         let _ = task_id;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

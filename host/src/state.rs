@@ -9,6 +9,7 @@ use crate::capabilities::kv::KvTaskState;
 use crate::capabilities::logging::TaskLog;
 use crate::capabilities::outbound_http::HttpAccess;
 use crate::limits::InstanceLimiter;
+use crate::metrics::Metrics;
 use crate::usage::UsageCounters;
 
 pub(crate) struct TaskState {
@@ -24,4 +25,12 @@ pub(crate) struct TaskState {
     /// Epoch ticks spent in wasm, and the budget.
     pub cpu_ticks: u64,
     pub cpu_budget_ticks: u64,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Drop for TaskState {
+    // The store owns the instance: when it goes, so does the instance.
+    fn drop(&mut self) {
+        self.metrics.instance_ended();
+    }
 }

@@ -159,14 +159,26 @@ impl TaskState {
         Ok(result)
     }
 
+    /// Counts a refused call under a fixed reason label.
+    fn kv_denied(&self, e: &KvError) {
+        let reason = match e {
+            KvError::Denied(_) => "denied",
+            KvError::TooLarge(_) => "too-large",
+            KvError::InvalidKey(_) => "invalid-key",
+            KvError::InvalidValue(_) | KvError::Unavailable(_) => return,
+        };
+        self.metrics.denied(&self.log.agent, "kv", reason);
+    }
+
     fn kv_grant(&self) -> Result<&KvTaskState, KvError> {
         self.kv.as_ref().ok_or_else(|| KvError::Denied("kv is not granted".into()))
     }
 }
 
 macro_rules! check {
-    ($e:expr) => {
+    ($self:ident, $e:expr) => {
         if let Err(e) = $e {
+            $self.kv_denied(&e);
             return Ok(Err(e));
         }
     };
@@ -174,12 +186,12 @@ macro_rules! check {
 
 impl kv::Host for TaskState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
-        check!(self.kv_grant().and_then(|kv| kv.check_key(&key)));
+        check!(self, self.kv_grant().and_then(|kv| kv.check_key(&key)));
         self.kv_op(false, move |s, ns| s.get(ns, &key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), KvError>> {
-        check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(value.len()))));
+        check!(self, self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(value.len()))));
         self.kv_op(true, move |s, ns| {
             s.write(|t| {
                 t.insert((ns, key.as_str()), value.as_slice()).map_err(unavailable)?;
@@ -190,7 +202,7 @@ impl kv::Host for TaskState {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
-        check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(0))));
+        check!(self, self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(0))));
         self.kv_op(true, move |s, ns| s.write(|t| Ok(t.remove((ns, key.as_str())).map_err(unavailable)?.is_some())))
             .await
     }
@@ -213,7 +225,7 @@ impl kv::Host for TaskState {
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, KvError>> {
-        check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(20))));
+        check!(self, self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(20))));
         self.kv_op(true, move |s, ns| {
             s.write(|t| {
                 let current = match t.get((ns, key.as_str())).map_err(unavailable)? {
@@ -239,7 +251,7 @@ impl kv::Host for TaskState {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, KvError>> {
-        check!(self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(new.len()))));
+        check!(self, self.kv_grant().and_then(|kv| kv.check_key(&key).and_then(|_| kv.check_write(new.len()))));
         self.kv_op(true, move |s, ns| {
             s.write(|t| {
                 let current = t.get((ns, key.as_str())).map_err(unavailable)?.map(|v| v.value().to_vec());

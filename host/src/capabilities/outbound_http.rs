@@ -163,23 +163,18 @@ impl HttpAccess {
     }
 
     /// Finds the rule allowing `method url`, or says why none does.
-    fn authorize(&self, method: Method, url: &Url) -> Result<&Rule, HttpError> {
+    fn authorize(&self, method: Method, url: &Url) -> Result<&Rule, Refusal> {
         let host = match url.host() {
             Some(Host::Domain(d)) => d.to_ascii_lowercase(),
             Some(Host::Ipv4(ip)) => ip.to_string(),
             Some(Host::Ipv6(ip)) => format!("[{ip}]"),
-            None => return Err(HttpError::InvalidRequest("the URL has no host".into())),
+            None => return Err(("invalid-request", HttpError::InvalidRequest("the URL has no host".into()))),
         };
-        let rule =
-            self.rules.iter().find(|r| r.pattern.matches(url, &host) && r.methods.contains(&method)).ok_or_else(
-                || {
-                    HttpError::Denied(format!(
-                        "no allow rule of this agent's policy matches {} {}",
-                        method_name(method),
-                        url
-                    ))
-                },
-            )?;
+        let rule = self.rules.iter().find(|r| r.pattern.matches(url, &host) && r.methods.contains(&method));
+        let rule = rule.ok_or_else(|| {
+            let msg = format!("no allow rule of this agent's policy matches {} {url}", method_name(method));
+            ("no-rule", HttpError::Denied(msg))
+        })?;
         // An address literal is never resolved, so it is vetted here.
         let literal = match url.host() {
             Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -189,9 +184,8 @@ impl HttpAccess {
         if let Some(ip) = literal {
             if let Some(class) = non_public(ip) {
                 if !rule.allow_private {
-                    return Err(HttpError::Denied(format!(
-                        "{ip} is a {class} address; the rule must say allow_private = true"
-                    )));
+                    let msg = format!("{ip} is a {class} address; the rule must say allow_private = true");
+                    return Err(("private-address", HttpError::Denied(msg)));
                 }
             }
         }
@@ -321,42 +315,45 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
+/// A failed request with a fixed label for metrics (never guest text).
+type Refusal = (&'static str, HttpError);
+
 impl TaskState {
-    async fn http_send(&mut self, request: Request) -> Result<Response, HttpError> {
+    async fn http_send(&mut self, request: Request) -> Result<Response, Refusal> {
         let usage = self.usage.clone();
         let Some(access) = &self.http else {
-            return Err(HttpError::Denied("outbound-http is not granted".into()));
+            return Err(("not-granted", HttpError::Denied("outbound-http is not granted".into())));
         };
         if self.http_requests >= access.grant.max_requests {
-            return Err(HttpError::QuotaExceeded(format!(
-                "this task already sent {} requests (max_requests)",
-                access.grant.max_requests
-            )));
+            let msg = format!("this task already sent {} requests (max_requests)", access.grant.max_requests);
+            return Err(("quota", HttpError::QuotaExceeded(msg)));
         }
         let url = Url::parse(&request.url)
-            .map_err(|e| HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url)))?;
+            .map_err(|e| ("invalid-request", HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url))))?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(HttpError::Denied("URLs with credentials (user@host) are not allowed".into()));
+            return Err(("credentials", HttpError::Denied("URLs with credentials (user@host) are not allowed".into())));
         }
         access.authorize(request.method, &url)?;
         let body = request.body.unwrap_or_default();
         if body.len() as u64 > access.grant.max_request_bytes {
-            return Err(HttpError::TooLarge(format!(
+            let msg = format!(
                 "request body is {} bytes; the limit is {} (max_request_bytes)",
                 body.len(),
                 access.grant.max_request_bytes
-            )));
+            );
+            return Err(("too-large", HttpError::TooLarge(msg)));
         }
         let method = reqwest::Method::from_bytes(method_name(request.method).as_bytes()).expect("known method");
         let mut builder = access.client.request(method, url.clone());
         for (name, value) in &request.headers {
             if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                return Err(HttpError::Denied(format!("agents may not set the `{name}` header")));
+                return Err(("forbidden-header", HttpError::Denied(format!("agents may not set the `{name}` header"))));
             }
+            let bad = |what: String| ("invalid-request", HttpError::InvalidRequest(what));
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| HttpError::InvalidRequest(format!("bad header name {name:?}")))?;
+                .map_err(|_| bad(format!("bad header name {name:?}")))?;
             let value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{name}`")))?;
+                .map_err(|_| bad(format!("bad value for header `{name}`")))?;
             builder = builder.header(name, value);
         }
         self.http_requests += 1;
@@ -386,38 +383,43 @@ impl TaskState {
         };
         tokio::time::timeout(Duration::from_millis(access.grant.timeout_ms), exchange)
             .await
-            .unwrap_or(Err(HttpError::Timeout))
+            .unwrap_or(Err(("timeout", HttpError::Timeout)))
     }
 }
 
-fn too_large(max: u64) -> HttpError {
-    HttpError::TooLarge(format!("response body exceeds {max} bytes (max_response_bytes)"))
+fn too_large(max: u64) -> Refusal {
+    ("too-large", HttpError::TooLarge(format!("response body exceeds {max} bytes (max_response_bytes)")))
 }
 
 /// Maps a client error to the WIT error, finding a resolver refusal in the
 /// error's sources.
-fn classify(e: reqwest::Error) -> HttpError {
+fn classify(e: reqwest::Error) -> Refusal {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
     while let Some(s) = source {
         if let Some(denied) = s.downcast_ref::<AddressDenied>() {
-            return HttpError::Denied(denied.0.clone());
+            return ("private-address", HttpError::Denied(denied.0.clone()));
         }
         source = s.source();
     }
     if e.is_timeout() {
-        return HttpError::Timeout;
+        return ("timeout", HttpError::Timeout);
     }
     let mut reason = e.to_string();
     if let Some(inner) = e.source() {
         reason = format!("{reason}: {inner}");
     }
-    HttpError::ConnectionFailed(reason)
+    ("connection-failed", HttpError::ConnectionFailed(reason))
 }
 
 impl wit::Host for TaskState {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         self.usage.count_call(Call::Http);
-        Ok(self.http_send(request).await)
+        Ok(self.http_send(request).await.map_err(|(label, error)| {
+            if matches!(error, HttpError::Denied(_) | HttpError::QuotaExceeded(_) | HttpError::TooLarge(_)) {
+                self.metrics.denied(&self.log.agent, "outbound-http", label);
+            }
+            error
+        }))
     }
 }
 
