@@ -21,7 +21,7 @@ fn main() {
     let wasip2 = target_dir.join("wasm32-wasip2/release");
     for (workspace, crates) in [
         ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch"][..]),
-        ("attack-components", &["fs-escape", "sleeper", "snoop"][..]),
+        ("attack-components", &["fs-escape", "sleeper", "snoop", "socket-escape", "kv-escape", "egress"][..]),
     ] {
         cargo_build(&root.join(workspace), "wasm32-wasip2", &target_dir);
         for name in crates {
@@ -31,14 +31,30 @@ fn main() {
         }
     }
 
-    // The no-WASI build mode: core module + wit-component.
-    cargo_build(&root.join("sample-agents"), "wasm32-unknown-unknown", &target_dir);
-    let module = std::fs::read(target_dir.join("wasm32-unknown-unknown/release/echo.wasm")).unwrap();
-    let component =
-        wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap();
-    let file = out.join("echo-no-wasi.wasm");
-    std::fs::write(&file, component).unwrap();
-    consts.push_str(&constant("echo-no-wasi", &file));
+    // The no-WASI build mode: a core module for wasm32-unknown-unknown wrapped
+    // by wit-component, which imports only what the code calls.
+    for (workspace, crates, suffix) in [
+        ("sample-agents", &["echo"][..], "-no-wasi"),
+        (
+            "attack-components",
+            &["env-read", "handle-exhaustion", "use-after-drop", "double-drop", "wrong-handle-type"][..],
+            "",
+        ),
+    ] {
+        cargo_build(&root.join(workspace), "wasm32-unknown-unknown", &target_dir);
+        for name in crates {
+            let module_path =
+                target_dir.join(format!("wasm32-unknown-unknown/release/{}.wasm", name.replace('-', "_")));
+            let module = std::fs::read(&module_path).unwrap_or_else(|e| panic!("{}: {e}", module_path.display()));
+            let component = wit_component::ComponentEncoder::default()
+                .module(&module)
+                .and_then(|e| e.validate(true).encode())
+                .unwrap_or_else(|e| panic!("{}: {e:#}", module_path.display()));
+            let file = out.join(format!("{name}{suffix}.wasm"));
+            std::fs::write(&file, component).unwrap();
+            consts.push_str(&constant(&format!("{name}{suffix}"), &file));
+        }
+    }
 
     // WAT attack components, each declaring its world in a `;; world:` line.
     let mut resolve = wit_parser::Resolve::default();
@@ -53,6 +69,14 @@ fn main() {
     for path in wats {
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
+        let file = out.join(format!("{name}.wasm"));
+        if text.lines().any(|l| l.starts_with("(component")) {
+            // Written as a component already: no world to embed.
+            let component = wat::parse_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            std::fs::write(&file, component).unwrap();
+            consts.push_str(&constant(&name, &file));
+            continue;
+        }
         let world_name = text
             .lines()
             .find_map(|l| l.trim().strip_prefix(";; world:"))
@@ -69,7 +93,6 @@ fn main() {
             .module(&module)
             .and_then(|e| e.validate(true).encode())
             .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-        let file = out.join(format!("{name}.wasm"));
         std::fs::write(&file, component).unwrap();
         consts.push_str(&constant(&name, &file));
     }

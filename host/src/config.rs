@@ -1,5 +1,7 @@
 //! Host-wide configuration: the engine, its instance pool and the data directory.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ pub struct HostConfig {
     /// Largest linear memory one instance may have, in MiB. A policy may not
     /// ask for more.
     pub max_memory_mib: u64,
+    /// Most elements one table may grow to. A policy may not ask for more.
+    pub max_table_elements: u64,
     /// Wasm stack for every task, in KiB.
     pub stack_kib: u64,
     /// Length of one epoch tick: the granularity of CPU accounting.
@@ -24,6 +28,10 @@ pub struct HostConfig {
     /// Linear memory kept resident in a pool slot between tenants (it is
     /// zeroed, not unmapped): the main cost saving of pooling.
     pub keep_resident_bytes: usize,
+    /// Names resolved to fixed addresses instead of through DNS (like
+    /// `/etc/hosts`, for this host's outbound HTTP only). The addresses are
+    /// vetted against the policy like any other.
+    pub dns_overrides: HashMap<String, Vec<IpAddr>>,
 }
 
 impl Default for HostConfig {
@@ -33,9 +41,11 @@ impl Default for HostConfig {
             pooling: true,
             max_instances: 1000,
             max_memory_mib: 1024,
+            max_table_elements: 100_000,
             stack_kib: 512,
             epoch_tick: Duration::from_millis(5),
             keep_resident_bytes: 2 << 20,
+            dns_overrides: HashMap::new(),
         }
     }
 }

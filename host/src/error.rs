@@ -94,6 +94,14 @@ pub enum TaskError {
         "table limit exceeded: a table asked for {requested} elements; the limit is {limit} ([limits] table_elements)"
     )]
     TableLimit { limit: u64, requested: u64 },
+    /// The component created more core instances, memories or tables than allowed.
+    #[error("too many {resource}: the component tried to create more than {limit} ({key})")]
+    CountLimit { resource: String, limit: u64, key: String },
+    /// The agent holds more host resource handles than allowed.
+    #[error(
+        "resource handle limit exceeded: the agent holds more than {limit} host handles ([limits] resource_handles)"
+    )]
+    HandleLimit { limit: u64 },
     /// The agent spent its CPU budget.
     #[error("CPU limit exceeded: the agent ran wasm for more than {limit_ms} ms ([limits] cpu_ms)")]
     CpuLimit { limit_ms: u64 },
@@ -126,6 +134,8 @@ impl TaskError {
         match self {
             TaskError::MemoryLimit { .. } => "memory-limit",
             TaskError::TableLimit { .. } => "table-limit",
+            TaskError::CountLimit { .. } => "count-limit",
+            TaskError::HandleLimit { .. } => "handle-limit",
             TaskError::CpuLimit { .. } => "cpu-limit",
             TaskError::Timeout { .. } => "timeout",
             TaskError::StackOverflow { .. } => "stack-overflow",
@@ -142,6 +152,8 @@ impl TaskError {
         Some(match self {
             TaskError::MemoryLimit { .. } => "memory",
             TaskError::TableLimit { .. } => "table",
+            TaskError::CountLimit { .. } => "count",
+            TaskError::HandleLimit { .. } => "handles",
             TaskError::CpuLimit { .. } => "cpu",
             TaskError::Timeout { .. } => "timeout",
             TaskError::StackOverflow { .. } => "stack",

@@ -127,6 +127,7 @@ impl Host {
                 .max_memories_per_component(16)
                 .max_tables_per_component(32)
                 .max_memory_size((config.max_memory_mib as usize) << 20)
+                .table_elements(config.max_table_elements as usize)
                 .linear_memory_keep_resident(config.keep_resident_bytes)
                 .table_keep_resident(64 << 10)
                 .pagemap_scan(Enabled::Auto);
@@ -177,7 +178,15 @@ impl Host {
         if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
             return Err(invalid("it does not start with the wasm magic bytes".into()));
         }
-        Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))
+        Component::new(&self.engine, bytes).map_err(|e| {
+            let reason = format!("{e:#}");
+            if reason.contains("pooling allocator") {
+                // Valid wasm, but larger than this host's instance pool admits.
+                LoadError::Unsupported { agent: what.to_string(), reason: format!("{reason}; this host refuses it") }
+            } else {
+                invalid(reason)
+            }
+        })
     }
 
     /// Judges every import of `component` against `policy` without running
@@ -221,6 +230,12 @@ impl Host {
             return Err(format!(
                 "the policy asks for memory_mib = {}, but this host's instance pool allows at most {} MiB per instance",
                 policy.limits.memory_mib, self.config.max_memory_mib
+            ));
+        }
+        if self.config.pooling && policy.limits.table_elements > self.config.max_table_elements {
+            return Err(format!(
+                "the policy asks for table_elements = {}, but this host's instance pool allows at most {} per table",
+                policy.limits.table_elements, self.config.max_table_elements
             ));
         }
         if let Some(stack) = policy.limits.stack_kib {
@@ -289,7 +304,8 @@ impl Host {
         };
         let http = match &policy.capabilities.outbound_http {
             Some(g) => Some(Arc::new(
-                HttpAccess::new(g).map_err(|reason| LoadError::Unsupported { agent: name.to_string(), reason })?,
+                HttpAccess::new(g, &self.config.dns_overrides)
+                    .map_err(|reason| LoadError::Unsupported { agent: name.to_string(), reason })?,
             )),
             None => None,
         };
@@ -467,6 +483,20 @@ impl Host {
                 other => TaskError::Trap { reason: other.to_string().trim_start_matches("wasm trap: ").to_string() },
             };
         }
+        if let Some(wasmtime::component::ResourceTableError::Full) = e.downcast_ref() {
+            return TaskError::HandleLimit { limit: limits.resource_handles.into() };
+        }
+        let root = e.root_cause().to_string();
+        if let Some(rest) = root.strip_prefix("resource limit exceeded: ") {
+            // wasmtime reports count limits only as text: "<kind> count too high at <n>".
+            let (resource, limit, key) = match rest.split(' ').next() {
+                Some("instance") => ("core instances", limits.instances as u64, "[limits] instances"),
+                Some("table") => ("tables", limits.tables as u64, "[limits] tables"),
+                Some("memory") => ("memories", limits.instances as u64, "[limits] instances"),
+                _ => ("resources", 0, "[limits]"),
+            };
+            return TaskError::CountLimit { resource: resource.into(), limit, key: key.into() };
+        }
         if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
             return TaskError::Instantiate {
                 reason: format!(
@@ -475,11 +505,10 @@ impl Host {
                 ),
             };
         }
-        let reason = e.root_cause().to_string();
         if instantiating {
-            TaskError::Instantiate { reason }
+            TaskError::Instantiate { reason: root }
         } else {
-            TaskError::Trap { reason }
+            TaskError::Trap { reason: root }
         }
     }
 }

@@ -19,7 +19,10 @@ async fn environment_arguments_stdin_are_empty_clocks_coarse_and_stdio_captured_
     assert_eq!(seen["args"], 0);
     assert_eq!(seen["stdin_bytes"], 0);
     let step = seen["finest_clock_step_ns"].as_u64().unwrap();
-    assert!(step == 0 || (step >= 1_000_000 && step.is_multiple_of(1_000_000)), "clock step {step} ns is finer than 1 ms");
+    assert!(
+        step == 0 || (step >= 1_000_000 && step.is_multiple_of(1_000_000)),
+        "clock step {step} ns is finer than 1 ms"
+    );
 
     // The forged line is one escaped line, not a new log line.
     let agent_lines: Vec<&str> =

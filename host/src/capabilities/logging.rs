@@ -50,6 +50,9 @@ pub struct LogLine {
     pub fields: Vec<(String, String)>,
 }
 
+/// What one kept line costs against the per-task cap beyond its text.
+pub const LINE_OVERHEAD_BYTES: u64 = 64;
+
 /// A task's log: lines kept so far and what was dropped. Shared so the lines
 /// survive a task that is cut off by its timeout.
 #[derive(Clone)]
@@ -79,7 +82,8 @@ impl TaskLog {
         let message = escape_capped(message, &mut budget);
         let fields: Vec<(String, String)> =
             fields.iter().map(|(k, v)| (escape_capped(k, &mut budget), escape_capped(v, &mut budget))).collect();
-        let size = (max - budget) as u64;
+        // Every line costs its overhead too, so a flood of empty lines is capped.
+        let size = (max - budget) as u64 + LINE_OVERHEAD_BYTES;
         let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if buf.bytes + size > self.grant.max_bytes_per_task {
             buf.dropped_lines += 1;

@@ -7,6 +7,7 @@
 //! matching rule says `allow_private = true`. The connection goes only to
 //! the vetted addresses; redirects are returned to the agent, never followed.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -139,7 +140,7 @@ pub(crate) struct HttpAccess {
 }
 
 impl HttpAccess {
-    pub fn new(grant: &HttpGrant) -> Result<HttpAccess, String> {
+    pub fn new(grant: &HttpGrant, dns_overrides: &HashMap<String, Vec<IpAddr>>) -> Result<HttpAccess, String> {
         let rules: Vec<Rule> = grant
             .allow
             .iter()
@@ -155,7 +156,10 @@ impl HttpAccess {
         let client = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(VettingResolver { rules: rules.clone() }))
+            .dns_resolver(Arc::new(VettingResolver {
+                rules: rules.clone(),
+                overrides: Arc::new(dns_overrides.clone()),
+            }))
             .user_agent(concat!("chimera-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
@@ -276,14 +280,19 @@ impl StdError for AddressDenied {}
 /// window between a check and the connect).
 struct VettingResolver {
     rules: Arc<Vec<Rule>>,
+    overrides: Arc<HashMap<String, Vec<IpAddr>>>,
 }
 
 impl reqwest::dns::Resolve for VettingResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_ascii_lowercase();
         let allow_private = self.rules.iter().any(|r| r.allow_private && r.pattern.host.matches(&host));
+        let fixed = self.overrides.get(&host).cloned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = match fixed {
+                Some(ips) => ips.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
             if addrs.is_empty() {
                 return Err(Box::new(AddressDenied(format!("{host} resolves to no address")))
                     as Box<dyn StdError + Send + Sync>);

@@ -1,0 +1,214 @@
+//! One test per attack component: the exact outcome, the host alive and
+//! serving a bystander alongside, nothing leaked, and the event counted.
+
+use chimera_host::{Host, LoadError, TaskError, TaskReport};
+use chimera_tests::{artifacts, assert_counted, component, host_in, metric, policy, run_beside_bystander};
+
+async fn attack(path: &str, toml: &str, input: &str) -> (Host, TaskReport, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let agent = host.load("attack", &component(path), policy(toml)).unwrap_or_else(|e| panic!("{e}"));
+    let report = run_beside_bystander(&host, &agent, input).await;
+    (host, report, dir)
+}
+
+fn trap_reason(report: &TaskReport) -> &str {
+    match &report.outcome {
+        Err(TaskError::Trap { reason }) => reason,
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+// ---- memory ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_grow_loop_stops_at_the_cap() {
+    let (host, r, _d) = attack(artifacts::MEMORY_BOMB, "[limits]\nmemory_mib = 16\n", "").await;
+    assert_eq!(r.outcome, Err(TaskError::MemoryLimit { limit_bytes: 16 << 20, requested_bytes: (16 << 20) + 65536 }));
+    assert_counted(&host, "attack", "memory-limit");
+    assert_eq!(metric(&host, r#"chimera_limit_hits_total{agent="attack",limit="memory"}"#), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_initial_memory_is_refused_at_instantiation() {
+    let (host, r, _d) = attack(artifacts::HUGE_INITIAL_MEMORY, "", "").await;
+    assert_eq!(r.outcome, Err(TaskError::MemoryLimit { limit_bytes: 64 << 20, requested_bytes: 128 << 20 }));
+    assert_eq!(r.usage.peak_memory_bytes, 0);
+    assert_counted(&host, "attack", "memory-limit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn table_grow_bomb_stops_at_the_element_cap() {
+    let (host, r, _d) = attack(artifacts::TABLE_BOMB, "", "").await;
+    assert_eq!(r.outcome, Err(TaskError::TableLimit { limit: 100_000, requested: 100_001 }));
+    assert_counted(&host, "attack", "table-limit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_core_instances_in_one_component_stop_at_the_instance_cap() {
+    let (host, r, _d) = attack(artifacts::MANY_INSTANCES, "", "").await;
+    assert_eq!(
+        r.outcome,
+        Err(TaskError::CountLimit { resource: "core instances".into(), limit: 32, key: "[limits] instances".into() })
+    );
+    assert_counted(&host, "attack", "count-limit");
+}
+
+// ---- CPU ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_loop_stops_at_the_cpu_limit() {
+    let (host, r, _d) = attack(artifacts::CPU_SPIN, "[limits]\ncpu_ms = 300\n", "").await;
+    assert_eq!(r.outcome, Err(TaskError::CpuLimit { limit_ms: 300 }));
+    assert_eq!(r.usage.cpu_ticks, 61);
+    assert_counted(&host, "attack", "cpu-limit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn call_tree_without_loops_stops_at_the_cpu_limit() {
+    let (host, r, _d) = attack(artifacts::CALL_TREE, "[limits]\ncpu_ms = 300\n", "").await;
+    assert_eq!(r.outcome, Err(TaskError::CpuLimit { limit_ms: 300 }));
+    assert_counted(&host, "attack", "cpu-limit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_call_flood_stops_at_the_cpu_limit_and_its_log_is_capped() {
+    let toml = "[limits]\ncpu_ms = 300\n[capabilities.logging]\nmax_bytes_per_task = 6400\n";
+    let (host, r, _d) = attack(artifacts::LOG_FLOOD, toml, "").await;
+    assert_eq!(r.outcome, Err(TaskError::CpuLimit { limit_ms: 300 }));
+    // Empty lines still cost 64 bytes each: 100 fit in 6,400 bytes.
+    assert_eq!(r.logs.len(), 100);
+    assert_eq!(r.usage.log_lines_dropped, r.usage.host_calls.logging - 100);
+    assert!(r.usage.host_calls.logging > 1000, "{:?}", r.usage);
+    let dropped = metric(&host, r#"chimera_log_lines_dropped_total{agent="attack"}"#).unwrap();
+    assert_eq!(dropped as u64, r.usage.log_lines_dropped);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_memory_copies_stop_at_the_cpu_limit() {
+    let (host, r, _d) = attack(artifacts::MEMORY_COPY, "[limits]\ncpu_ms = 300\n", "").await;
+    assert_eq!(r.outcome, Err(TaskError::CpuLimit { limit_ms: 300 }));
+    assert_counted(&host, "attack", "cpu-limit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbounded_recursion_traps_on_the_stack_limit() {
+    let (host, r, _d) = attack(artifacts::STACK_OVERFLOW, "", "").await;
+    assert_eq!(r.outcome, Err(TaskError::StackOverflow { limit_bytes: 512 << 10 }));
+    assert_counted(&host, "attack", "stack-overflow");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocking_in_a_host_call_ends_at_the_wall_clock_limit() {
+    let (host, r, _d) = attack(artifacts::SLEEPER, "[limits]\ntimeout_ms = 300\n", "60").await;
+    assert_eq!(r.outcome, Err(TaskError::Timeout { limit_ms: 300 }));
+    assert_counted(&host, "attack", "timeout");
+}
+
+// ---- malformed values at the boundary ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_bounds_result_pointer_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::OOB_RETURN, "", "").await;
+    assert_eq!(trap_reason(&r), "pointer out of bounds of memory");
+    assert_counted(&host, "attack", "trap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_bounds_string_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::OOB_STRING, "", "").await;
+    assert_eq!(trap_reason(&r), "string pointer/length out of bounds of memory");
+    assert_counted(&host, "attack", "trap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_realloc_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::BAD_REALLOC, "", "some input").await;
+    assert_eq!(trap_reason(&r), "realloc return: beyond end of memory");
+    assert_counted(&host, "attack", "trap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_utf8_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::INVALID_UTF8, "", "").await;
+    assert!(trap_reason(&r).starts_with("invalid utf-8 sequence"), "{:?}", r.outcome);
+    assert_counted(&host, "attack", "trap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_result_discriminant_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::BAD_DISCRIMINANT, "", "").await;
+    assert_eq!(trap_reason(&r), "invalid expected discriminant");
+    assert_counted(&host, "attack", "trap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_enum_value_in_a_host_call_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::BAD_ENUM, "[capabilities.logging]", "").await;
+    assert_eq!(trap_reason(&r), "unexpected discriminant: 9");
+    assert!(r.logs.is_empty());
+    assert_counted(&host, "attack", "trap");
+}
+
+// ---- resource handles ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handle_exhaustion_stops_at_the_handle_cap() {
+    let (host, r, _d) = attack(artifacts::HANDLE_EXHAUSTION, "[limits]\nresource_handles = 500\n", "").await;
+    assert_eq!(r.outcome, Err(TaskError::HandleLimit { limit: 500 }));
+    assert_counted(&host, "attack", "handle-limit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn use_after_drop_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::USE_AFTER_DROP, "", "").await;
+    assert_eq!(trap_reason(&r), "unknown handle index 1");
+    assert_counted(&host, "attack", "trap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn double_drop_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::DOUBLE_DROP, "", "").await;
+    assert_eq!(trap_reason(&r), "unknown handle index 1");
+    assert_counted(&host, "attack", "trap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_handle_type_is_a_trap() {
+    let (host, r, _d) = attack(artifacts::WRONG_HANDLE_TYPE, "", "").await;
+    assert_eq!(trap_reason(&r), "handle index 1 used with the wrong type, expected guest-defined resource but found a different guest-defined resource");
+    assert_counted(&host, "attack", "trap");
+}
+
+// ---- capability escape: refused at load, never at call time ----
+
+fn refused_imports(path: &str, toml: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    match host.load("attack", &component(path), policy(toml)) {
+        Err(LoadError::Ungranted { ungranted, .. }) => ungranted.into_iter().map(|u| u.import).collect(),
+        Err(other) => panic!("expected ungranted imports, got {other}"),
+        Ok(_) => panic!("{path} loaded"),
+    }
+}
+
+#[test]
+fn sockets_import_is_refused_at_load() {
+    let refused = refused_imports(artifacts::SOCKET_ESCAPE, "");
+    // std's networking pulls in the filesystem interfaces too; all are refused.
+    assert!(refused.iter().all(|i| i.starts_with("wasi:sockets/") || i.starts_with("wasi:filesystem/")), "{refused:?}");
+    assert!(refused.iter().any(|i| i.starts_with("wasi:sockets/tcp@")), "{refused:?}");
+}
+
+#[test]
+fn environment_read_is_refused_at_load_when_cli_is_withdrawn() {
+    let refused = refused_imports(artifacts::ENV_READ, "[wasi]\ncli = false\n");
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].starts_with("wasi:cli/environment@0.2."), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_read_under_the_default_policy_sees_nothing() {
+    let (_host, r, _d) = attack(artifacts::ENV_READ, "", "").await;
+    assert_eq!(r.outcome, Ok(String::new()));
+}
