@@ -18,6 +18,14 @@ pub fn host_in(dir: &Path) -> Host {
         .expect("host starts")
 }
 
+/// A host whose outbound HTTP resolves `names` to fixed addresses.
+pub fn host_with_dns(dir: &Path, names: &[(&str, &str)]) -> Host {
+    let dns_overrides =
+        names.iter().map(|(name, ip)| (name.to_string(), vec![ip.parse().expect("an IP address")])).collect();
+    Host::new(HostConfig { data_dir: dir.to_path_buf(), max_instances: 16, dns_overrides, ..HostConfig::default() })
+        .expect("host starts")
+}
+
 /// Parses a policy, panicking with its error.
 pub fn policy(toml: &str) -> Policy {
     Policy::from_toml(toml).unwrap_or_else(|e| panic!("test policy is invalid: {e}"))

@@ -450,6 +450,42 @@ mod tests {
         assert!(!p.matches(&u("https://api.example.com/v1/../admin"), "api.example.com"));
     }
 
+    #[tokio::test]
+    async fn the_resolver_refuses_non_public_addresses_without_connecting() {
+        use reqwest::dns::Resolve;
+        let grant = HttpGrant {
+            allow: vec![crate::policy::HttpAllow {
+                url: "http://*.test/".into(),
+                methods: vec!["GET".into()],
+                allow_private: false,
+            }],
+            ..HttpGrant::default()
+        };
+        let cases = [
+            ("metadata.test", "169.254.169.254", "link-local (includes cloud metadata)"),
+            ("private.test", "10.0.0.5", "private"),
+            ("ula.test", "fd00::1", "private (unique local)"),
+            ("mapped.test", "::ffff:192.168.1.1", "private"),
+            ("nat64.test", "64:ff9b::7f00:1", "loopback"),
+            ("cgnat.test", "100.64.0.1", "shared (carrier-grade NAT)"),
+        ];
+        let overrides: HashMap<String, Vec<IpAddr>> =
+            cases.iter().map(|(n, ip, _)| (n.to_string(), vec![ip.parse().unwrap()])).collect();
+        let resolver = VettingResolver { rules: HttpAccess::new(&grant, &overrides).unwrap().rules, overrides: Arc::new(overrides) };
+        for (name, ip, class) in cases {
+            let err = match resolver.resolve(name.parse().unwrap()).await {
+                Ok(_) => panic!("{name} resolved"),
+                Err(e) => e.to_string(),
+            };
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(err, format!("{name} resolves to {ip}, a {class} address; the rule must say allow_private = true"));
+        }
+        let public: HashMap<String, Vec<IpAddr>> = [("ok.test".to_string(), vec!["93.184.216.34".parse().unwrap()])].into();
+        let resolver = VettingResolver { rules: HttpAccess::new(&grant, &public).unwrap().rules, overrides: Arc::new(public) };
+        let addrs: Vec<SocketAddr> = resolver.resolve("ok.test".parse().unwrap()).await.unwrap().collect();
+        assert_eq!(addrs, ["93.184.216.34:0".parse().unwrap()]);
+    }
+
     #[test]
     fn odd_ip_spellings_are_normalised_then_vetted() {
         for s in [
