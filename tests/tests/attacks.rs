@@ -212,3 +212,23 @@ async fn environment_read_under_the_default_policy_sees_nothing() {
     let (_host, r, _d) = attack(artifacts::ENV_READ, "", "").await;
     assert_eq!(r.outcome, Ok(String::new()));
 }
+
+// ---- host-side memory ----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_message_as_large_as_guest_memory_is_read_in_place_and_capped() {
+    let (host, r, _d) = attack(artifacts::GIANT_LOG, "[capabilities.logging]", "").await;
+    assert_eq!(r.outcome, Ok(String::new()));
+    assert_eq!(r.logs.len(), 1);
+    // Each NUL escapes to the 5 bytes `\u{0}`: 819 fit in the 4,096-byte line cap.
+    assert!(r.logs[0].message == format!("{}…", "\\u{0}".repeat(819)), "{} bytes", r.logs[0].message.len());
+    assert_counted(&host, "attack", "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_kv_value_is_refused_before_the_host_copies_it() {
+    let (host, r, _d) = attack(artifacts::GIANT_KV_VALUE, "[capabilities.kv]", "").await;
+    assert_eq!(r.outcome, Ok("value is 58982400 bytes; the limit is 65536 (max_value_bytes)".to_string()));
+    assert_eq!(r.usage.kv_writes, 0, "nothing reached the store");
+    assert_eq!(metric(&host, r#"chimera_denials_total{agent="attack",capability="kv",reason="too-large"}"#), Some(1.0));
+}

@@ -27,11 +27,16 @@ async fn alternative_ip_spellings_of_loopback_are_denied() {
     let port = server.addr.port();
     let dir = tempfile::tempdir().unwrap();
     let host = host_with_dns(dir.path(), &[]);
-    let agent =
-        host.load("egress", &component(artifacts::EGRESS), egress_policy(&format!("http://127.0.0.1:{port}/"), false, "")).unwrap();
+    let agent = host
+        .load("egress", &component(artifacts::EGRESS), egress_policy(&format!("http://127.0.0.1:{port}/"), false, ""))
+        .unwrap();
     for spelling in ["127.0.0.1", "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "0x7f.1"] {
         let got = send(&host, &agent, &format!("http://{spelling}:{port}/hello"), json!([])).await;
-        assert_eq!(got, denied("127.0.0.1 is a loopback address; the rule must say allow_private = true"), "{spelling}");
+        assert_eq!(
+            got,
+            denied("127.0.0.1 is a loopback address; the rule must say allow_private = true"),
+            "{spelling}"
+        );
     }
     let got = send(&host, &agent, &format!("http://[::ffff:127.0.0.1]:{port}/hello"), json!([])).await;
     assert_eq!(
@@ -39,7 +44,10 @@ async fn alternative_ip_spellings_of_loopback_are_denied() {
         denied(&format!("no allow rule of this agent's policy matches GET http://[::ffff:7f00:1]:{port}/hello"))
     );
     assert_eq!(server.hits(), 0);
-    assert_eq!(metric(&host, r#"chimera_denials_total{agent="egress",capability="outbound-http",reason="private-address"}"#), Some(6.0));
+    assert_eq!(
+        metric(&host, r#"chimera_denials_total{agent="egress",capability="outbound-http",reason="private-address"}"#),
+        Some(6.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -49,12 +57,22 @@ async fn names_that_resolve_to_loopback_need_allow_private() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_with_dns(dir.path(), &[("api.allowed.test", "127.0.0.1"), ("v6.allowed.test", "::1")]);
     let agent = host
-        .load("egress", &component(artifacts::EGRESS), egress_policy(&format!("http://*.allowed.test:{port}/"), false, ""))
+        .load(
+            "egress",
+            &component(artifacts::EGRESS),
+            egress_policy(&format!("http://*.allowed.test:{port}/"), false, ""),
+        )
         .unwrap();
     let got = send(&host, &agent, &format!("http://api.allowed.test:{port}/hello"), json!([])).await;
-    assert_eq!(got, denied("api.allowed.test resolves to 127.0.0.1, a loopback address; the rule must say allow_private = true"));
+    assert_eq!(
+        got,
+        denied("api.allowed.test resolves to 127.0.0.1, a loopback address; the rule must say allow_private = true")
+    );
     let got = send(&host, &agent, &format!("http://v6.allowed.test:{port}/hello"), json!([])).await;
-    assert_eq!(got, denied("v6.allowed.test resolves to ::1, a loopback address; the rule must say allow_private = true"));
+    assert_eq!(
+        got,
+        denied("v6.allowed.test resolves to ::1, a loopback address; the rule must say allow_private = true")
+    );
     assert_eq!(server.hits(), 0);
 }
 
@@ -66,10 +84,18 @@ async fn url_tricks_are_denied_before_any_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_with_dns(
         dir.path(),
-        &[("api.allowed.test", "127.0.0.1"), ("api.allowed.test.evil.test", "127.0.0.1"), ("allowed.test", "127.0.0.1")],
+        &[
+            ("api.allowed.test", "127.0.0.1"),
+            ("api.allowed.test.evil.test", "127.0.0.1"),
+            ("allowed.test", "127.0.0.1"),
+        ],
     );
     let agent = host
-        .load("egress", &component(artifacts::EGRESS), egress_policy(&format!("http://*.allowed.test:{port}/api/"), true, ""))
+        .load(
+            "egress",
+            &component(artifacts::EGRESS),
+            egress_policy(&format!("http://*.allowed.test:{port}/api/"), true, ""),
+        )
         .unwrap();
     let no_rule = |url: &str| denied(&format!("no allow rule of this agent's policy matches GET {url}"));
 
@@ -99,7 +125,8 @@ async fn url_tricks_are_denied_before_any_traffic() {
     assert_eq!(got, denied("URLs with credentials (user@host) are not allowed"));
     // Host header override
     let got =
-        send(&host, &agent, &format!("http://api.allowed.test:{port}/api/x"), json!([["Host", "internal.example"]])).await;
+        send(&host, &agent, &format!("http://api.allowed.test:{port}/api/x"), json!([["Host", "internal.example"]]))
+            .await;
     assert_eq!(got, denied("agents may not set the `Host` header"));
     assert_eq!(other.hits(), 0);
     // Only the one allowed request reached the server (a 404 on /api/x).

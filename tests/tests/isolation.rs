@@ -40,7 +40,8 @@ async fn kv_key_tricks_never_leave_the_namespace() {
 async fn a_reused_pool_slot_holds_only_zeros_for_the_next_tenant() {
     let dir = tempfile::tempdir().unwrap();
     // One slot: the reader necessarily gets the writer's slot.
-    let host = Host::new(HostConfig { data_dir: dir.path().into(), max_instances: 1, ..HostConfig::default() }).unwrap();
+    let host =
+        Host::new(HostConfig { data_dir: dir.path().into(), max_instances: 1, ..HostConfig::default() }).unwrap();
     let writer = host.load("writer", &component(artifacts::POOL_SECRET_WRITER), policy("")).unwrap();
     let reader = host.load("reader", &component(artifacts::POOL_SECRET_READER), policy("")).unwrap();
     for _ in 0..3 {

@@ -6,7 +6,8 @@ use redb::{Database, ReadableTable, TableDefinition};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Linker, WasmList, WasmStr};
+use wasmtime::StoreContextMut;
 
 use super::CapabilityDecision;
 use crate::bindings::chimera::agent::kv::{self, KeyPage, KvError};
@@ -31,8 +32,105 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
             )),
             None => Err("not granted; add a [capabilities.kv] section to the policy".into()),
         },
-        link: |l: &mut Linker<TaskState>| kv::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),
+        link: link_checked,
     }
+}
+
+/// Reads a key from guest memory only if it is within the grant's size;
+/// an oversized key is refused without being copied.
+fn lift_key(store: &StoreContextMut<'_, TaskState>, key: &WasmStr) -> wasmtime::Result<Result<String, KvError>> {
+    let key = key.to_str(store)?;
+    let max = store.data().kv.as_ref().map_or(0, |kv| kv.grant.max_key_bytes);
+    Ok(if key.len() as u64 > max {
+        Err(KvError::TooLarge(format!("key is {} bytes; the limit is {max} (max_key_bytes)", key.len())))
+    } else {
+        Ok(key.into_owned())
+    })
+}
+
+/// Copies a value out of guest memory only if it is within the grant's size.
+fn lift_value(store: &StoreContextMut<'_, TaskState>, value: &WasmList<u8>) -> Result<Vec<u8>, KvError> {
+    let max = store.data().kv.as_ref().map_or(0, |kv| kv.grant.max_value_bytes);
+    if value.len() as u64 > max {
+        return Err(KvError::TooLarge(format!("value is {} bytes; the limit is {max} (max_value_bytes)", value.len())));
+    }
+    Ok(value.as_le_slice(store).to_vec())
+}
+
+/// Refuses `Err` early, counting it, or goes on with the value.
+macro_rules! lifted {
+    ($store:ident, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                $store.data().kv_denied(&e);
+                return Ok((Err(e),));
+            }
+        }
+    };
+}
+
+/// Links `kv`. Keys and values are taken as views of guest memory and
+/// size-checked before the host copies them, so an oversized argument costs
+/// the host no allocation; the operations themselves are in `kv::Host`.
+fn link_checked(l: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    use kv::Host as _;
+    let mut i = l.instance("chimera:agent/kv@0.1.0")?;
+    i.func_wrap_async("get", |mut store: StoreContextMut<'_, TaskState>, (key,): (WasmStr,)| {
+        Box::new(async move {
+            let key = lifted!(store, lift_key(&store, &key)?);
+            Ok((store.data_mut().get(key).await?,))
+        })
+    })?;
+    i.func_wrap_async("set", |mut store: StoreContextMut<'_, TaskState>, (key, value): (WasmStr, WasmList<u8>)| {
+        Box::new(async move {
+            let key = lifted!(store, lift_key(&store, &key)?);
+            let value = lifted!(store, lift_value(&store, &value));
+            Ok((store.data_mut().set(key, value).await?,))
+        })
+    })?;
+    i.func_wrap_async("delete", |mut store: StoreContextMut<'_, TaskState>, (key,): (WasmStr,)| {
+        Box::new(async move {
+            let key = lifted!(store, lift_key(&store, &key)?);
+            Ok((store.data_mut().delete(key).await?,))
+        })
+    })?;
+    type ListParams = (WasmStr, Option<WasmStr>, u32);
+    i.func_wrap_async(
+        "list-keys",
+        |mut store: StoreContextMut<'_, TaskState>, (prefix, cursor, limit): ListParams| {
+            Box::new(async move {
+                let prefix = lifted!(store, lift_key(&store, &prefix)?);
+                let cursor = match cursor {
+                    Some(c) => Some(lifted!(store, lift_key(&store, &c)?)),
+                    None => None,
+                };
+                Ok((store.data_mut().list_keys(prefix, cursor, limit).await?,))
+            })
+        },
+    )?;
+    i.func_wrap_async("increment", |mut store: StoreContextMut<'_, TaskState>, (key, delta): (WasmStr, i64)| {
+        Box::new(async move {
+            let key = lifted!(store, lift_key(&store, &key)?);
+            Ok((store.data_mut().increment(key, delta).await?,))
+        })
+    })?;
+    type CasParams = (WasmStr, Option<WasmList<u8>>, WasmList<u8>);
+    i.func_wrap_async(
+        "compare-and-swap",
+        |mut store: StoreContextMut<'_, TaskState>, (key, expected, new): CasParams| {
+            Box::new(async move {
+                let key = lifted!(store, lift_key(&store, &key)?);
+                let expected = match expected {
+                    Some(e) => Some(lifted!(store, lift_value(&store, &e))),
+                    None => None,
+                };
+                let new = lifted!(store, lift_value(&store, &new));
+                Ok((store.data_mut().compare_and_swap(key, expected, new).await?,))
+            })
+        },
+    )?;
+    Ok(())
 }
 
 /// The embedded durable store behind `kv`, shared by all agents of a host.
@@ -160,7 +258,7 @@ impl TaskState {
     }
 
     /// Counts a refused call under a fixed reason label.
-    fn kv_denied(&self, e: &KvError) {
+    pub(crate) fn kv_denied(&self, e: &KvError) {
         let reason = match e {
             KvError::Denied(_) => "denied",
             KvError::TooLarge(_) => "too-large",

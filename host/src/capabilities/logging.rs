@@ -3,11 +3,13 @@
 //! task's report.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Linker, WasmList, WasmStr};
+use wasmtime::StoreContextMut;
 
 use super::CapabilityDecision;
-use crate::bindings::chimera::agent::logging::{self, Level};
+use crate::bindings::chimera::agent::logging::Level;
 use crate::policy::{LoggingGrant, Policy};
 use crate::state::TaskState;
 
@@ -21,7 +23,7 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
             }
             None => Err("not granted; add a [capabilities.logging] section to the policy".into()),
         },
-        link: |l: &mut Linker<TaskState>| logging::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),
+        link: link_zero_copy,
     }
 }
 
@@ -76,7 +78,7 @@ impl TaskLog {
     }
 
     /// Records one line, escaping and capping it, and emits it to `tracing`.
-    pub fn record(&self, level: Level, source: LogSource, message: &str, fields: &[(String, String)]) {
+    pub fn record(&self, level: Level, source: LogSource, message: &str, fields: &[(Cow<'_, str>, Cow<'_, str>)]) {
         let max = self.grant.max_line_bytes as usize;
         let mut budget = max;
         let message = escape_capped(message, &mut budget);
@@ -150,12 +152,26 @@ pub fn escape_capped(text: &str, budget: &mut usize) -> String {
     out
 }
 
-impl logging::Host for TaskState {
-    async fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
-        self.usage.count_call(crate::usage::Call::Logging);
-        self.log.record(level, LogSource::Agent, &message, &fields);
+/// Most fields of one line that are read; the rest are never touched.
+const MAX_FIELDS: usize = 32;
+
+/// Links `log` reading the guest's strings in place: the host copies only
+/// the bytes it keeps (up to `max_line_bytes`), so a guest handing over a
+/// string as large as its whole memory costs the host nothing extra.
+fn link_zero_copy(l: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    type Params = (Level, WasmStr, WasmList<(WasmStr, WasmStr)>);
+    let mut instance = l.instance("chimera:agent/logging@0.1.0")?;
+    instance.func_wrap("log", |mut store: StoreContextMut<'_, TaskState>, (level, message, fields): Params| {
+        store.data().usage.count_call(crate::usage::Call::Logging);
+        let pairs: Vec<(WasmStr, WasmStr)> =
+            (0..fields.len().min(MAX_FIELDS)).filter_map(|i| fields.get(&mut store, i)).collect::<Result<_, _>>()?;
+        let store = &store;
+        let message = message.to_str(store)?;
+        let pairs: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+            pairs.iter().map(|(k, v)| Ok((k.to_str(store)?, v.to_str(store)?))).collect::<wasmtime::Result<_>>()?;
+        store.data().log.record(level, LogSource::Agent, &message, &pairs);
         Ok(())
-    }
+    })
 }
 
 #[cfg(test)]

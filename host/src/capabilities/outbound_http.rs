@@ -471,17 +471,25 @@ mod tests {
         ];
         let overrides: HashMap<String, Vec<IpAddr>> =
             cases.iter().map(|(n, ip, _)| (n.to_string(), vec![ip.parse().unwrap()])).collect();
-        let resolver = VettingResolver { rules: HttpAccess::new(&grant, &overrides).unwrap().rules, overrides: Arc::new(overrides) };
+        let resolver = VettingResolver {
+            rules: HttpAccess::new(&grant, &overrides).unwrap().rules,
+            overrides: Arc::new(overrides),
+        };
         for (name, ip, class) in cases {
             let err = match resolver.resolve(name.parse().unwrap()).await {
                 Ok(_) => panic!("{name} resolved"),
                 Err(e) => e.to_string(),
             };
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(err, format!("{name} resolves to {ip}, a {class} address; the rule must say allow_private = true"));
+            assert_eq!(
+                err,
+                format!("{name} resolves to {ip}, a {class} address; the rule must say allow_private = true")
+            );
         }
-        let public: HashMap<String, Vec<IpAddr>> = [("ok.test".to_string(), vec!["93.184.216.34".parse().unwrap()])].into();
-        let resolver = VettingResolver { rules: HttpAccess::new(&grant, &public).unwrap().rules, overrides: Arc::new(public) };
+        let public: HashMap<String, Vec<IpAddr>> =
+            [("ok.test".to_string(), vec!["93.184.216.34".parse().unwrap()])].into();
+        let resolver =
+            VettingResolver { rules: HttpAccess::new(&grant, &public).unwrap().rules, overrides: Arc::new(public) };
         let addrs: Vec<SocketAddr> = resolver.resolve("ok.test".parse().unwrap()).await.unwrap().collect();
         assert_eq!(addrs, ["93.184.216.34:0".parse().unwrap()]);
     }
