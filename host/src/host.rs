@@ -331,15 +331,15 @@ impl Host {
     pub async fn run(&self, agent: &Agent, input: &str) -> TaskReport {
         let task_id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let limits = &agent.policy.limits;
-        let usage = Arc::new(UsageCounters::default());
-        let log =
-            TaskLog::new(agent.name.clone(), task_id, agent.policy.capabilities.logging.clone().unwrap_or_default());
+        let usage = Arc::new(UsageCounters::new(limits.memory_mib << 20));
+        let logging = agent.policy.capabilities.logging.clone().unwrap_or_default();
+        let log = TaskLog::new(agent.name.clone(), task_id, logging, usage.clone());
         let started = Instant::now();
         let outcome = if input.len() as u64 > limits.max_input_bytes {
             Err(TaskError::InputTooLarge { size: input.len() as u64, limit: limits.max_input_bytes })
         } else {
-            let stdout = CapturedOutput::new(limits.stdio_bytes as usize);
-            let stderr = CapturedOutput::new(limits.stdio_bytes as usize);
+            let stdout = CapturedOutput::new(limits.stdio_bytes as usize, usage.clone());
+            let stderr = CapturedOutput::new(limits.stdio_bytes as usize, usage.clone());
             let store = self.new_store(agent, task_id, log.clone(), usage.clone(), stdout.clone(), stderr.clone());
             let timeout = Duration::from_millis(limits.timeout_ms);
             let outcome = match tokio::time::timeout(timeout, self.instantiate_and_call(agent, store, input)).await {

@@ -1,5 +1,6 @@
-//! Per-instance limits: linear memory counted over all memories of the
-//! instance together, tables, and instance counts. A refused growth is
+//! Per-instance limits: memory counted over all linear memories of the
+//! instance together plus the host-side buffers held for it, tables, and
+//! instance counts. A refused growth is
 //! recorded so the task's error can name the limit.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,8 +17,6 @@ pub(crate) enum LimitHit {
 }
 
 pub(crate) struct InstanceLimiter {
-    memory_limit: u64,
-    memory_total: u64,
     table_elements: u64,
     instances: usize,
     tables: usize,
@@ -28,8 +27,6 @@ pub(crate) struct InstanceLimiter {
 impl InstanceLimiter {
     pub fn new(limits: &Limits, usage: Arc<UsageCounters>) -> Self {
         InstanceLimiter {
-            memory_limit: limits.memory_mib << 20,
-            memory_total: 0,
             table_elements: limits.table_elements,
             instances: limits.instances as usize,
             tables: limits.tables as usize,
@@ -41,13 +38,16 @@ impl InstanceLimiter {
 
 impl wasmtime::ResourceLimiter for InstanceLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let total = self.memory_total - current as u64 + desired as u64;
-        if total > self.memory_limit {
-            self.hit = Some(LimitHit::Memory { limit: self.memory_limit, requested: total });
+        let u = &self.usage;
+        let linear = u.linear_bytes.load(Relaxed) - current as u64 + desired as u64;
+        // Host-side buffers held for this instance count against the same limit.
+        let requested = linear + u.host_bytes.load(Relaxed);
+        if requested > u.memory_limit {
+            self.hit = Some(LimitHit::Memory { limit: u.memory_limit, requested });
             return Ok(false);
         }
-        self.memory_total = total;
-        self.usage.peak_memory.fetch_max(total, Relaxed);
+        u.linear_bytes.store(linear, Relaxed);
+        u.peak_memory.fetch_max(linear, Relaxed);
         Ok(true)
     }
 

@@ -40,7 +40,9 @@ pub struct AgentSection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Total linear memory of the instance, all memories together, in MiB.
+    /// Memory of the whole instance in MiB: all its linear memories together
+    /// plus the host-side buffers held for it (kept logs, captured stdio,
+    /// response bodies in flight).
     pub memory_mib: u64,
     /// CPU time spent executing wasm, in milliseconds (counted in epoch ticks).
     pub cpu_ms: u64,

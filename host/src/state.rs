@@ -32,5 +32,6 @@ impl Drop for TaskState {
     // The store owns the instance: when it goes, so does the instance.
     fn drop(&mut self) {
         self.metrics.instance_ended();
+        self.usage.linear_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -16,6 +16,13 @@ pub(crate) enum Call {
 /// that was cut off by its timeout (its store is gone by then).
 #[derive(Default, Debug)]
 pub(crate) struct UsageCounters {
+    /// The instance's memory limit: linear memories and host-side buffers together.
+    pub memory_limit: u64,
+    /// Linear memory of the instance now (all memories).
+    pub linear_bytes: AtomicU64,
+    /// Bytes the host holds for the instance now (logs, captured stdio, response bodies).
+    pub host_bytes: AtomicU64,
+    pub peak_host_bytes: AtomicU64,
     pub cpu_ticks: AtomicU64,
     pub peak_memory: AtomicU64,
     pub logging_calls: AtomicU64,
@@ -30,6 +37,28 @@ pub(crate) struct UsageCounters {
 }
 
 impl UsageCounters {
+    pub fn new(memory_limit: u64) -> Self {
+        UsageCounters { memory_limit, ..Default::default() }
+    }
+
+    /// Reserves `n` host-side bytes for the instance if linear memory plus
+    /// host buffers stay within the memory limit.
+    pub fn try_hold_host(&self, n: u64) -> bool {
+        let linear = self.linear_bytes.load(Relaxed);
+        let held = self.host_bytes.load(Relaxed);
+        if linear + held + n > self.memory_limit {
+            return false;
+        }
+        let now = self.host_bytes.fetch_add(n, Relaxed) + n;
+        self.peak_host_bytes.fetch_max(now, Relaxed);
+        true
+    }
+
+    /// Returns host-side bytes reserved with [`Self::try_hold_host`].
+    pub fn release_host(&self, n: u64) {
+        self.host_bytes.fetch_sub(n, Relaxed);
+    }
+
     pub fn count_call(&self, call: Call) {
         match call {
             Call::Logging => &self.logging_calls,
@@ -55,6 +84,9 @@ pub struct ResourceUsage {
     pub cpu_ms: u64,
     /// Highest total linear memory of the instance, in bytes.
     pub peak_memory_bytes: u64,
+    /// Highest host-side buffer bytes held for the instance (logs, stdio,
+    /// response bodies); counted with linear memory against `memory_mib`.
+    pub peak_host_bytes: u64,
     /// Host calls by capability.
     pub host_calls: HostCalls,
     /// KV reads (get, list-keys).
@@ -91,6 +123,7 @@ impl UsageCounters {
             cpu_ticks,
             cpu_ms: cpu_ticks * tick.as_millis() as u64,
             peak_memory_bytes: self.peak_memory.load(Relaxed),
+            peak_host_bytes: self.peak_host_bytes.load(Relaxed),
             host_calls: HostCalls {
                 logging: self.logging_calls.load(Relaxed),
                 kv: self.kv_calls.load(Relaxed),

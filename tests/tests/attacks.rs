@@ -232,3 +232,15 @@ async fn an_oversized_kv_value_is_refused_before_the_host_copies_it() {
     assert_eq!(r.usage.kv_writes, 0, "nothing reached the store");
     assert_eq!(metric(&host, r#"chimera_denials_total{agent="attack",capability="kv",reason="too-large"}"#), Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_side_buffers_count_against_the_instance_memory_limit() {
+    // The log cap alone would allow 10 MiB; the instance may hold only 2 MiB
+    // in all, of which its one page of linear memory takes 64 KiB.
+    let toml = "[limits]\nmemory_mib = 2\ncpu_ms = 300\n[capabilities.logging]\nmax_bytes_per_task = 10485760\n";
+    let (_host, r, _d) = attack(artifacts::LOG_FLOOD, toml, "").await;
+    assert_eq!(r.outcome, Err(TaskError::CpuLimit { limit_ms: 300 }));
+    let room = (2 << 20) - 65536;
+    assert_eq!(r.usage.peak_host_bytes, room);
+    assert_eq!(r.logs.len() as u64, room / 64);
+}

@@ -63,6 +63,7 @@ pub(crate) struct TaskLog {
     pub task_id: u64,
     grant: LoggingGrant,
     inner: Arc<Mutex<LogBuffer>>,
+    usage: Arc<crate::usage::UsageCounters>,
 }
 
 #[derive(Default)]
@@ -73,8 +74,8 @@ pub(crate) struct LogBuffer {
 }
 
 impl TaskLog {
-    pub fn new(agent: Arc<str>, task_id: u64, grant: LoggingGrant) -> Self {
-        TaskLog { agent, task_id, grant, inner: Arc::default() }
+    pub fn new(agent: Arc<str>, task_id: u64, grant: LoggingGrant, usage: Arc<crate::usage::UsageCounters>) -> Self {
+        TaskLog { agent, task_id, grant, inner: Arc::default(), usage }
     }
 
     /// Records one line, escaping and capping it, and emits it to `tracing`.
@@ -87,7 +88,9 @@ impl TaskLog {
         // Every line costs its overhead too, so a flood of empty lines is capped.
         let size = (max - budget) as u64 + LINE_OVERHEAD_BYTES;
         let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if buf.bytes + size > self.grant.max_bytes_per_task {
+        // Kept lines are host memory held for the instance: they count
+        // against its memory limit as well as the log cap.
+        if buf.bytes + size > self.grant.max_bytes_per_task || !self.usage.try_hold_host(size) {
             buf.dropped_lines += 1;
             return;
         }
@@ -100,6 +103,7 @@ impl TaskLog {
     pub fn take(&self) -> (Vec<LogLine>, u64, u64) {
         let mut buf = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let b = std::mem::take(&mut *buf);
+        self.usage.release_host(b.bytes);
         (b.lines, b.bytes, b.dropped_lines)
     }
 }

@@ -369,6 +369,7 @@ impl TaskState {
         UsageCounters::add(&usage.http_requests, 1);
         UsageCounters::add(&usage.http_bytes_sent, body.len() as u64);
         let max_body = access.grant.max_response_bytes;
+        let mut held = HeldBytes { usage, bytes: 0 };
         let exchange = async move {
             let mut response = builder.body(body).send().await.map_err(classify)?;
             let status = response.status().as_u16();
@@ -385,14 +386,45 @@ impl TaskState {
                 if (body.len() + chunk.len()) as u64 > max_body {
                     return Err(too_large(max_body));
                 }
+                // The body is host memory held for the instance until it is
+                // handed over: it counts against the instance's memory limit.
+                if !held.hold(chunk.len() as u64) {
+                    let msg = format!(
+                        "the response body would take the instance past its memory limit of {} bytes (memory_mib)",
+                        held.usage.memory_limit
+                    );
+                    return Err(("memory-limit", HttpError::TooLarge(msg)));
+                }
                 body.extend_from_slice(&chunk);
-                UsageCounters::add(&usage.http_bytes_received, chunk.len() as u64);
+                UsageCounters::add(&held.usage.http_bytes_received, chunk.len() as u64);
             }
             Ok(Response { status, headers, body })
         };
         tokio::time::timeout(Duration::from_millis(access.grant.timeout_ms), exchange)
             .await
             .unwrap_or(Err(("timeout", HttpError::Timeout)))
+    }
+}
+
+/// Host bytes reserved against the instance's memory limit, returned on drop.
+struct HeldBytes {
+    usage: Arc<UsageCounters>,
+    bytes: u64,
+}
+
+impl HeldBytes {
+    fn hold(&mut self, n: u64) -> bool {
+        let ok = self.usage.try_hold_host(n);
+        if ok {
+            self.bytes += n;
+        }
+        ok
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.usage.release_host(self.bytes);
     }
 }
 

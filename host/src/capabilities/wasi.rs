@@ -17,6 +17,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, 
 use super::{CapabilityDecision, LinkFn};
 use crate::policy::{Policy, WasiGrant};
 use crate::state::TaskState;
+use crate::usage::UsageCounters;
 
 struct TableOnly;
 
@@ -122,22 +123,26 @@ pub(crate) struct CapturedOutput {
     inner: Arc<Mutex<Captured>>,
 }
 
-#[derive(Default)]
 struct Captured {
     bytes: Vec<u8>,
     cap: usize,
     dropped: u64,
+    usage: Arc<UsageCounters>,
 }
 
 impl CapturedOutput {
-    pub fn new(cap: usize) -> Self {
-        CapturedOutput { inner: Arc::new(Mutex::new(Captured { bytes: Vec::new(), cap, dropped: 0 })) }
+    pub fn new(cap: usize, usage: Arc<UsageCounters>) -> Self {
+        CapturedOutput { inner: Arc::new(Mutex::new(Captured { bytes: Vec::new(), cap, dropped: 0, usage })) }
     }
 
     fn push(&self, data: &[u8]) {
         let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let room = c.cap - c.bytes.len();
-        let take = room.min(data.len());
+        let mut take = room.min(data.len());
+        // Kept bytes are host memory held for the instance.
+        if !c.usage.try_hold_host(take as u64) {
+            take = 0;
+        }
         c.bytes.extend_from_slice(&data[..take]);
         c.dropped += (data.len() - take) as u64;
     }
@@ -146,6 +151,7 @@ impl CapturedOutput {
     pub fn take(&self) -> (String, u64) {
         let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let text = String::from_utf8_lossy(&c.bytes).into_owned();
+        c.usage.release_host(c.bytes.len() as u64);
         c.bytes.clear();
         (text, std::mem::take(&mut c.dropped))
     }
