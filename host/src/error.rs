@@ -1,6 +1,6 @@
 //! Errors the host reports: loading (policy, component, imports) and tasks.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// A policy file that cannot be used.
@@ -83,7 +83,7 @@ pub enum HostError {
 
 /// How a task ended when it did not succeed. Every variant names the limit
 /// or rule involved; none carries a raw wasmtime backtrace.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Serialize)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TaskError {
     /// Linear memory would have grown past the policy's limit.
@@ -123,6 +123,12 @@ pub enum TaskError {
     /// No instance could be created (e.g. all pool slots are busy).
     #[error("cannot instantiate the agent: {reason}")]
     Instantiate { reason: String },
+    /// The task's deadline passed before it finished.
+    #[error("deadline exceeded: the task did not finish before its deadline")]
+    DeadlineExceeded,
+    /// The task was cancelled.
+    #[error("cancelled")]
+    Cancelled,
     /// The agent returned an error of its own.
     #[error("the agent failed: {message}")]
     Agent { message: String, retryable: bool },
@@ -143,6 +149,8 @@ impl TaskError {
             TaskError::OutputTooLarge { .. } => "output-too-large",
             TaskError::Trap { .. } => "trap",
             TaskError::Instantiate { .. } => "instantiate",
+            TaskError::DeadlineExceeded => "deadline-exceeded",
+            TaskError::Cancelled => "cancelled",
             TaskError::Agent { .. } => "agent-error",
         }
     }

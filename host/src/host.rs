@@ -81,6 +81,15 @@ pub struct TaskReport {
     pub logs: Vec<LogLine>,
 }
 
+/// How to run one task beyond its policy: a deadline and a way to cancel it.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The task fails with [`TaskError::DeadlineExceeded`] at this instant.
+    pub deadline: Option<tokio::time::Instant>,
+    /// Cancelling this token ends the task with [`TaskError::Cancelled`].
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+}
+
 /// Raised from the epoch callback when the CPU budget is spent.
 #[derive(Debug)]
 struct CpuExhausted;
@@ -313,7 +322,7 @@ impl Host {
     }
 
     /// The KV store, opened on first use.
-    fn kv_store(&self) -> Result<Arc<KvStore>, HostError> {
+    pub(crate) fn kv_store(&self) -> Result<Arc<KvStore>, HostError> {
         let mut guard = self.kv.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(store) = &*guard {
             return Ok(store.clone());
@@ -329,6 +338,13 @@ impl Host {
     /// Runs one task in a fresh instance of `agent`. Never panics on guest
     /// behaviour: every failure is a [`TaskError`] in the report.
     pub async fn run(&self, agent: &Agent, input: &str) -> TaskReport {
+        self.run_with(agent, input, RunOptions::default()).await
+    }
+
+    /// [`Host::run`] with a deadline and a cancellation token. Cancelling
+    /// interrupts a running guest at its next epoch check (within one tick)
+    /// and throws its instance away.
+    pub async fn run_with(&self, agent: &Agent, input: &str, options: RunOptions) -> TaskReport {
         let task_id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let limits = &agent.policy.limits;
         let usage = Arc::new(UsageCounters::new(limits.memory_mib << 20));
@@ -342,9 +358,25 @@ impl Host {
             let stderr = CapturedOutput::new(limits.stdio_bytes as usize, usage.clone());
             let store = self.new_store(agent, task_id, log.clone(), usage.clone(), stdout.clone(), stderr.clone());
             let timeout = Duration::from_millis(limits.timeout_ms);
-            let outcome = match tokio::time::timeout(timeout, self.instantiate_and_call(agent, store, input)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
+            let cancelled = async {
+                match &options.cancel {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let deadline = async {
+                match options.deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(timeout, self.instantiate_and_call(agent, store, input)) => match r {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
+                },
+                _ = cancelled => Err(TaskError::Cancelled),
+                _ = deadline => Err(TaskError::DeadlineExceeded),
             };
             let mut dropped = 0;
             for (pipe, source, level) in [(stdout, LogSource::Stdout, "info"), (stderr, LogSource::Stderr, "warn")] {

@@ -23,6 +23,8 @@ mod host;
 mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod scheduler;
+pub mod server;
 mod state;
 pub mod usage;
 
@@ -31,7 +33,8 @@ pub use capabilities::logging::{LogLine, LogSource};
 pub use capabilities::{ImportDecision, Verdict};
 pub use config::HostConfig;
 pub use error::{HostError, LoadError, PolicyError, TaskError};
-pub use host::{Agent, Host, TaskReport};
+pub use host::{Agent, Host, RunOptions, TaskReport};
 pub use metrics::Metrics;
 pub use policy::Policy;
+pub use scheduler::{Priority, Scheduler, SchedulerConfig, Submission, TaskRecord, TaskStatus};
 pub use usage::ResourceUsage;

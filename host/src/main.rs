@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod client;
+
 #[derive(Parser)]
 #[command(
     name = "chimera",
@@ -54,6 +56,49 @@ enum Command {
         /// Print the audit as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run the host as a daemon: the agents of a config file, the scheduler,
+    /// and the HTTP API (tasks, agents, health, metrics) on 127.0.0.1.
+    Serve {
+        /// The config file [default: ./chimera.toml].
+        #[arg(long, short, default_value = "chimera.toml")]
+        config: PathBuf,
+        /// Listen here instead of the config's `listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Submit tasks to a running daemon; with --wait, show live status until all finish.
+    Submit {
+        /// The agent to run.
+        #[arg(long, short)]
+        agent: String,
+        /// Task input (repeat for several tasks; @FILE reads a file).
+        #[arg(long, short, default_value = "")]
+        input: Vec<String>,
+        /// critical, high, normal, low or background.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        /// Deadline in milliseconds from now.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Wait for every task to finish, showing progress, and print results.
+        #[arg(long)]
+        wait: bool,
+        /// The daemon [default: $CHIMERA_SERVER or http://127.0.0.1:7878].
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Show a task's state, output or error, attempts and usage.
+    Status {
+        id: u64,
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Cancel a queued or running task.
+    Cancel {
+        id: u64,
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Wrap a core wasm module built for wasm32-unknown-unknown (with
     /// wit-bindgen's component metadata) into a component with no WASI imports.
@@ -108,6 +153,40 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
             }
             Ok(if report.runnable { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Serve { config, listen } => {
+            let mut config = if config.exists() || config != Path::new("chimera.toml") {
+                chimera_host::server::ServeConfig::from_file(&config).map_err(anyhow::Error::msg)?
+            } else {
+                eprintln!("no chimera.toml here: starting with no agents (write one to add agents; see README)");
+                toml::from_str::<chimera_host::server::ServeConfig>("")?
+            };
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let daemon = chimera_host::server::Daemon::start(&config).map_err(anyhow::Error::msg)?;
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.listen))?;
+                eprintln!("chimera serving {} agent(s) on http://{}", config.agents.len(), listener.local_addr()?);
+                daemon.serve(listener).await?;
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit { agent, input, priority, deadline_ms, wait, server } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(client::submit(server_url(server), agent, input, priority, deadline_ms, wait))
+        }
+        Command::Status { id, server } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(client::status(server_url(server), id))
+        }
+        Command::Cancel { id, server } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(client::cancel(server_url(server), id))
+        }
         Command::Componentize { module, output } => {
             let bytes = std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
             let component = wit_component::ComponentEncoder::default()
@@ -136,6 +215,10 @@ fn host_config(policy: &Policy) -> HostConfig {
     config
 }
 
+fn server_url(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("CHIMERA_SERVER").ok()).unwrap_or_else(|| "http://127.0.0.1:7878".into())
+}
+
 fn load_policy(path: Option<&Path>) -> Result<Policy> {
     Ok(match path {
         Some(p) => Policy::from_file(p)?,
@@ -143,7 +226,7 @@ fn load_policy(path: Option<&Path>) -> Result<Policy> {
     })
 }
 
-fn read_input(spec: &str) -> Result<String> {
+pub(crate) fn read_input(spec: &str) -> Result<String> {
     if spec == "@-" {
         return std::io::read_to_string(std::io::stdin()).context("cannot read the input from stdin");
     }

@@ -1,6 +1,6 @@
 //! What a task used: counted while it runs, reported when it ends.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -74,7 +74,7 @@ impl UsageCounters {
 }
 
 /// Resource usage of one task.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceUsage {
     /// Wall time from the start of instantiation to the end of the call.
     pub wall_time_us: u64,
@@ -108,7 +108,7 @@ pub struct ResourceUsage {
 }
 
 /// Host calls made by a task, by capability.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostCalls {
     pub logging: u64,
     pub kv: u64,

@@ -149,6 +149,11 @@ impl KvStore {
         Ok(KvStore { db })
     }
 
+    /// The underlying database, shared with the task journal.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
     fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let tx = self.db.begin_read().map_err(unavailable)?;
         let table = tx.open_table(TABLE).map_err(unavailable)?;

@@ -2,7 +2,7 @@
 //! escaped and size-capped, emitted as `tracing` events and kept in the
 //! task's report.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{Linker, WasmList, WasmStr};
@@ -28,7 +28,7 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
 }
 
 /// Where a log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogSource {
     /// The `logging` capability.

@@ -1,0 +1,586 @@
+//! The scheduler: a durable, prioritised, fair task queue in front of the
+//! host, with deadlines, retries with backoff for transient failures only, a
+//! dead-letter state, cancellation, back-pressure and per-agent
+//! concurrency caps.
+
+mod journal;
+mod metrics;
+mod queue;
+
+pub use journal::JournalError;
+pub use queue::Priority;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::TaskError;
+use crate::host::{Agent, Host, RunOptions};
+use crate::usage::ResourceUsage;
+use journal::Journal;
+use metrics::SchedulerMetrics;
+use queue::{Queued, ReadyQueue};
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Tasks run at once, over all agents. Default: the number of cores.
+    pub workers: usize,
+    /// Tasks waiting (queued or waiting to retry) before submissions are refused.
+    pub max_queued: usize,
+    /// Waiting this long raises a task's effective priority by one level.
+    pub aging: Duration,
+    /// First retry delay; doubles with each attempt, with ±50% jitter.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Attempts per task (first run included) unless the submission says otherwise.
+    pub max_attempts: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_queued: 10_000,
+            aging: Duration::from_secs(2),
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// An agent the scheduler can run, with its concurrency cap.
+pub struct AgentEntry {
+    /// The loaded agent.
+    pub agent: Arc<Agent>,
+    /// Its tasks that may run at once.
+    pub max_concurrency: usize,
+}
+
+/// A task to submit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// The agent's name.
+    pub agent: String,
+    /// The task input.
+    #[serde(default)]
+    pub input: String,
+    /// Priority; default normal.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Milliseconds from submission after which the task fails with
+    /// `deadline-exceeded` (queued or running).
+    pub deadline_ms: Option<u64>,
+    /// A second submission with the same key returns the first task's id.
+    pub idempotency_key: Option<String>,
+    /// Attempts allowed for retryable failures (first run included).
+    pub max_attempts: Option<u32>,
+}
+
+/// Where a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskStatus {
+    /// Queued, or waiting for a retry.
+    Pending,
+    /// An attempt is running.
+    Running,
+    /// Finished with output.
+    Completed,
+    /// Failed with a non-retryable error (a trap, a limit hit, a denial...).
+    Failed,
+    /// Cancelled.
+    Cancelled,
+    /// Its deadline passed.
+    TimedOut,
+    /// Failed with retryable errors until its attempts ran out.
+    DeadLettered,
+}
+
+impl TaskStatus {
+    /// Whether the task is done for good.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+            TaskStatus::TimedOut => "timed-out",
+            TaskStatus::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
+/// One attempt at running a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    /// When it started (ms since the Unix epoch).
+    pub started_ms: u64,
+    /// When it ended, if it did.
+    pub finished_ms: Option<u64>,
+    /// How it failed; `None` if it succeeded or never finished.
+    pub error: Option<TaskError>,
+    /// What it used.
+    pub usage: Option<ResourceUsage>,
+    /// The host stopped while it ran; it was run again.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+/// Everything known about a task; what the journal keeps and the API shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskRecord {
+    pub id: u64,
+    pub agent: String,
+    pub input: String,
+    pub priority: Priority,
+    pub status: TaskStatus,
+    /// Submission time (ms since the Unix epoch).
+    pub submitted_ms: u64,
+    /// Absolute deadline (ms since the Unix epoch).
+    pub deadline_ms: Option<u64>,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: u32,
+    pub attempts: Vec<Attempt>,
+    pub output: Option<String>,
+    pub error: Option<TaskError>,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("unknown agent `{0}`; GET /v1/agents lists the agents this host runs")]
+    UnknownAgent(String),
+    #[error("input too large: {size} bytes; agent `{agent}` accepts at most {limit} ([limits] max_input_bytes)")]
+    InputTooLarge { agent: String, size: u64, limit: u64 },
+    #[error("the queue is full ({capacity} tasks waiting); retry later")]
+    QueueFull { capacity: usize },
+    #[error("max_attempts must be between 1 and 100, not {0}")]
+    BadAttempts(u32),
+    #[error("the scheduler is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// Why a cancellation did nothing.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CancelError {
+    #[error("no task {0}")]
+    NotFound(u64),
+    #[error("task {id} already finished ({status})")]
+    AlreadyFinished { id: u64, status: &'static str },
+}
+
+struct State {
+    queue: ReadyQueue,
+    records: HashMap<u64, TaskRecord>,
+    running: HashMap<u64, CancellationToken>,
+    running_per_agent: HashMap<String, usize>,
+    idempotency: HashMap<String, u64>,
+    /// Tasks waiting out a retry delay (they count against `max_queued`).
+    retrying: usize,
+    next_id: u64,
+}
+
+struct Shared {
+    host: Arc<Host>,
+    agents: HashMap<String, AgentEntry>,
+    config: SchedulerConfig,
+    state: Mutex<State>,
+    wake: Notify,
+    journal: Journal,
+    stop: CancellationToken,
+    metrics: SchedulerMetrics,
+}
+
+/// The scheduler. Cheap to clone; all clones share one queue.
+#[derive(Clone)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Scheduler {
+    /// Opens the journal in the host's data directory, recovers every task
+    /// that had not finished (a task that was running at a crash runs again),
+    /// and starts the workers. Must be called inside a tokio runtime.
+    pub fn start(host: Arc<Host>, agents: Vec<AgentEntry>, config: SchedulerConfig) -> Result<Scheduler, JournalError> {
+        let store = host.kv_store().map_err(|e| JournalError::from_display(e))?;
+        let journal = Journal::open(store)?;
+        let metrics = SchedulerMetrics::register(host.metrics());
+        let agents: HashMap<String, AgentEntry> = agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect();
+        let mut state = State {
+            queue: ReadyQueue::default(),
+            records: HashMap::new(),
+            running: HashMap::new(),
+            running_per_agent: HashMap::new(),
+            idempotency: HashMap::new(),
+            retrying: 0,
+            next_id: 1,
+        };
+        let mut recovered = Vec::new();
+        for mut record in journal.load()? {
+            state.next_id = state.next_id.max(record.id + 1);
+            if let Some(key) = &record.idempotency_key {
+                state.idempotency.insert(key.clone(), record.id);
+            }
+            if !record.status.is_final() {
+                if record.status == TaskStatus::Running {
+                    if let Some(last) = record.attempts.last_mut() {
+                        last.interrupted = true;
+                    }
+                }
+                record.status = TaskStatus::Pending;
+                let agent: Arc<str> = record.agent.as_str().into();
+                state.queue.push(record.priority, Queued { id: record.id, agent, since: Instant::now() });
+                recovered.push(record.clone());
+            }
+            state.records.insert(record.id, record);
+        }
+        journal.write(&recovered, true)?;
+        let shared = Arc::new(Shared {
+            host,
+            agents,
+            config,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            journal,
+            stop: CancellationToken::new(),
+            metrics,
+        });
+        shared.metrics.set_queue_depth(&shared.state.lock().unwrap().queue);
+        for _ in 0..shared.config.workers.max(1) {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.worker().await });
+        }
+        if !recovered.is_empty() {
+            tracing::info!(tasks = recovered.len(), "recovered unfinished tasks from the journal");
+        }
+        Ok(Scheduler { shared })
+    }
+
+    /// Accepts a task: validates it, writes it to the journal, then queues it.
+    pub async fn submit(&self, submission: Submission) -> Result<u64, SubmitError> {
+        let s = &self.shared;
+        if s.stop.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let entry = s.agents.get(&submission.agent).ok_or_else(|| SubmitError::UnknownAgent(submission.agent.clone()))?;
+        let limit = entry.agent.policy().limits.max_input_bytes;
+        if submission.input.len() as u64 > limit {
+            return Err(SubmitError::InputTooLarge {
+                agent: submission.agent,
+                size: submission.input.len() as u64,
+                limit,
+            });
+        }
+        let max_attempts = submission.max_attempts.unwrap_or(s.config.max_attempts);
+        if !(1..=100).contains(&max_attempts) {
+            return Err(SubmitError::BadAttempts(max_attempts));
+        }
+        let record = {
+            let mut st = s.state.lock().unwrap();
+            if let Some(id) = submission.idempotency_key.as_ref().and_then(|k| st.idempotency.get(k)) {
+                return Ok(*id);
+            }
+            if st.queue.len() + st.retrying >= s.config.max_queued {
+                s.metrics.rejected.inc();
+                return Err(SubmitError::QueueFull { capacity: s.config.max_queued });
+            }
+            let id = st.next_id;
+            st.next_id += 1;
+            let submitted_ms = now_ms();
+            let record = TaskRecord {
+                id,
+                agent: submission.agent,
+                input: submission.input,
+                priority: submission.priority,
+                status: TaskStatus::Pending,
+                submitted_ms,
+                deadline_ms: submission.deadline_ms.map(|d| submitted_ms + d),
+                idempotency_key: submission.idempotency_key,
+                max_attempts,
+                attempts: Vec::new(),
+                output: None,
+                error: None,
+            };
+            if let Some(key) = &record.idempotency_key {
+                st.idempotency.insert(key.clone(), id);
+            }
+            // Reserve the id and the queue room now; the task becomes visible
+            // once it is durable.
+            st.retrying += 1;
+            record
+        };
+        let written = s.journal.write_async(vec![record.clone()], true).await;
+        let mut st = s.state.lock().unwrap();
+        st.retrying -= 1;
+        if let Err(e) = written {
+            if let Some(key) = &record.idempotency_key {
+                st.idempotency.remove(key);
+            }
+            return Err(e.into());
+        }
+        let id = record.id;
+        let agent: Arc<str> = record.agent.as_str().into();
+        s.metrics.submitted(&record.agent);
+        st.queue.push(record.priority, Queued { id, agent, since: Instant::now() });
+        st.records.insert(id, record);
+        s.metrics.set_queue_depth(&st.queue);
+        drop(st);
+        s.wake.notify_one();
+        Ok(id)
+    }
+
+    /// The task's record, if it exists.
+    pub fn status(&self, id: u64) -> Option<TaskRecord> {
+        self.shared.state.lock().unwrap().records.get(&id).cloned()
+    }
+
+    /// Cancels a task: a queued one never runs; a running one is interrupted
+    /// at its next epoch check and its instance thrown away.
+    pub async fn cancel(&self, id: u64) -> Result<TaskStatus, CancelError> {
+        let s = &self.shared;
+        let record = {
+            let mut st = s.state.lock().unwrap();
+            let status = st.records.get(&id).map(|r| r.status).ok_or(CancelError::NotFound(id))?;
+            if status.is_final() {
+                return Err(CancelError::AlreadyFinished { id, status: status.name() });
+            }
+            if let Some(token) = st.running.get(&id) {
+                token.cancel();
+                return Ok(TaskStatus::Running);
+            }
+            if st.queue.remove(id) {
+                s.metrics.set_queue_depth(&st.queue);
+            }
+            // Queued, or waiting for a retry (the retry timer sees it is final).
+            let record = st.records.get_mut(&id).unwrap();
+            record.status = TaskStatus::Cancelled;
+            record.error = Some(TaskError::Cancelled);
+            record.clone()
+        };
+        s.metrics.finished(&record.agent, TaskStatus::Cancelled);
+        if let Err(e) = s.journal.write_async(vec![record], true).await {
+            tracing::error!("{e}");
+        }
+        Ok(TaskStatus::Cancelled)
+    }
+
+    /// Names of the agents this scheduler runs.
+    pub fn agents(&self) -> impl Iterator<Item = &AgentEntry> {
+        self.shared.agents.values()
+    }
+
+    /// Tasks queued now, over all priorities.
+    pub fn queued(&self) -> usize {
+        self.shared.state.lock().unwrap().queue.len()
+    }
+
+    /// Stops taking tasks from the queue and waits up to `grace` for running
+    /// tasks to finish. Queued tasks stay in the journal for the next start;
+    /// tasks still running after `grace` run again then.
+    pub async fn shutdown(&self, grace: Duration) {
+        let s = &self.shared;
+        s.stop.cancel();
+        s.wake.notify_waiters();
+        let until = Instant::now() + grace;
+        while Instant::now() < until && !s.state.lock().unwrap().running.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl JournalError {
+    fn from_display(e: impl std::fmt::Display) -> Self {
+        JournalError::new(e.to_string())
+    }
+}
+
+/// A task taken off the queue to run.
+struct Job {
+    id: u64,
+    agent: Arc<Agent>,
+    input: String,
+    deadline_ms: Option<u64>,
+    cancel: CancellationToken,
+    waited: Duration,
+}
+
+impl Shared {
+    async fn worker(self: Arc<Self>) {
+        loop {
+            let job = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                job = self.next_job() => job,
+            };
+            if let Some(job) = job {
+                self.execute(job).await;
+            }
+        }
+    }
+
+    /// Waits for the next runnable task and marks it running.
+    async fn next_job(&self) -> Option<Job> {
+        loop {
+            let wake = self.wake.notified();
+            let (job, expired) = {
+                let mut guard = self.state.lock().unwrap();
+                let st = &mut *guard;
+                let caps = &self.agents;
+                let running = &st.running_per_agent;
+                let runnable = |agent: &str| {
+                    caps.get(agent).is_some_and(|e| running.get(agent).copied().unwrap_or(0) < e.max_concurrency)
+                };
+                let popped = st.queue.pop(Instant::now(), self.config.aging, runnable);
+                self.metrics.set_queue_depth(&st.queue);
+                match popped {
+                    None => (None, None),
+                    Some((_, queued)) => self.start_job(st, queued),
+                }
+            };
+            if let Some(record) = expired {
+                self.metrics.finished(&record.agent, record.status);
+                let _ = self.journal.write_async(vec![record], true).await;
+                continue;
+            }
+            if let Some((job, record)) = job {
+                // Running is journalled lazily: a crash leaves it pending, and it runs again.
+                let _ = self.journal.write_async(vec![record], false).await;
+                return Some(job);
+            }
+            wake.await;
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start_job(&self, st: &mut State, queued: Queued) -> (Option<(Job, TaskRecord)>, Option<TaskRecord>) {
+        let Some(entry) = self.agents.get(&*queued.agent) else {
+            // An agent removed from the configuration since the task was accepted.
+            let record = st.records.get_mut(&queued.id).unwrap();
+            record.status = TaskStatus::Failed;
+            record.error =
+                Some(TaskError::Instantiate { reason: format!("agent `{}` is not configured on this host", queued.agent) });
+            return (None, Some(record.clone()));
+        };
+        let record = st.records.get_mut(&queued.id).unwrap();
+        if record.deadline_ms.is_some_and(|d| d <= now_ms()) {
+            record.status = TaskStatus::TimedOut;
+            record.error = Some(TaskError::DeadlineExceeded);
+            return (None, Some(record.clone()));
+        }
+        record.status = TaskStatus::Running;
+        record.attempts.push(Attempt { started_ms: now_ms(), finished_ms: None, error: None, usage: None, interrupted: false });
+        let job = Job {
+            id: record.id,
+            agent: entry.agent.clone(),
+            input: record.input.clone(),
+            deadline_ms: record.deadline_ms,
+            cancel: CancellationToken::new(),
+            waited: queued.since.elapsed(),
+        };
+        let record = record.clone();
+        st.running.insert(job.id, job.cancel.clone());
+        *st.running_per_agent.entry(queued.agent.to_string()).or_default() += 1;
+        (Some((job, record)), None)
+    }
+
+    async fn execute(self: &Arc<Self>, job: Job) {
+        self.metrics.queue_wait.observe(job.waited.as_secs_f64());
+        let deadline = job.deadline_ms.map(|d| {
+            let left = Duration::from_millis(d.saturating_sub(now_ms()));
+            tokio::time::Instant::now() + left
+        });
+        let options = RunOptions { deadline, cancel: Some(job.cancel.clone()) };
+        let span = tracing::info_span!("task", agent = job.agent.name(), task = job.id);
+        let report = tracing::Instrument::instrument(self.host.run_with(&job.agent, &job.input, options), span).await;
+
+        let mut retry_after = None;
+        let record = {
+            let mut st = self.state.lock().unwrap();
+            st.running.remove(&job.id);
+            if let Some(n) = st.running_per_agent.get_mut(job.agent.name()) {
+                *n -= 1;
+            }
+            let record = st.records.get_mut(&job.id).unwrap();
+            let attempt = record.attempts.last_mut().expect("a running task has an attempt");
+            attempt.finished_ms = Some(now_ms());
+            attempt.usage = Some(report.usage.clone());
+            attempt.error = report.outcome.as_ref().err().cloned();
+            let attempts = record.attempts.len() as u32;
+            match report.outcome {
+                Ok(output) => {
+                    record.status = TaskStatus::Completed;
+                    record.output = Some(output);
+                    record.error = None;
+                }
+                Err(e) => {
+                    record.status = match &e {
+                        TaskError::Cancelled => TaskStatus::Cancelled,
+                        TaskError::DeadlineExceeded => TaskStatus::TimedOut,
+                        // Limit hits, traps and denials are never retried.
+                        e if !e.is_retryable() => TaskStatus::Failed,
+                        _ if attempts >= record.max_attempts => TaskStatus::DeadLettered,
+                        _ => {
+                            retry_after = Some(self.backoff(attempts));
+                            TaskStatus::Pending
+                        }
+                    };
+                    record.error = Some(e);
+                }
+            }
+            if retry_after.is_some() {
+                st.retrying += 1;
+            }
+            st.records[&job.id].clone()
+        };
+        self.wake.notify_one();
+        if record.status.is_final() {
+            self.metrics.finished(&record.agent, record.status);
+        }
+        if let Err(e) = self.journal.write_async(vec![record.clone()], true).await {
+            tracing::error!("{e}");
+        }
+        if let Some(delay) = retry_after {
+            self.metrics.retried(&record.agent);
+            let shared = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut st = shared.state.lock().unwrap();
+                st.retrying -= 1;
+                let Some(record) = st.records.get(&job.id) else { return };
+                if record.status != TaskStatus::Pending {
+                    return; // cancelled while waiting
+                }
+                let (priority, agent) = (record.priority, record.agent.as_str().into());
+                st.queue.push(priority, Queued { id: job.id, agent, since: Instant::now() });
+                shared.metrics.set_queue_depth(&st.queue);
+                drop(st);
+                shared.wake.notify_one();
+            });
+        }
+    }
+
+    /// Exponential backoff with ±50% jitter: base × 2^(attempt−1), capped.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.config.retry_base.saturating_mul(1u32 << (attempt - 1).min(20));
+        let capped = exp.min(self.config.retry_max);
+        capped.mul_f64(rand::rng().random_range(0.5..=1.5))
+    }
+}

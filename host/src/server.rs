@@ -1,0 +1,273 @@
+//! `chimera serve`: the host as a daemon. Loads the agents named in a
+//! config file, runs the scheduler, and serves the HTTP API and metrics.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::HostConfig;
+use crate::scheduler::{AgentEntry, CancelError, Scheduler, SchedulerConfig, SubmitError, Submission};
+use crate::{Host, Policy};
+
+/// The daemon's configuration file (`chimera.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address of the HTTP API. Default `127.0.0.1:7878` (loopback only).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Data directory (KV store and task journal), relative to the config file.
+    pub data_dir: Option<PathBuf>,
+    /// Scheduler settings.
+    #[serde(default)]
+    pub scheduler: SchedulerSection,
+    /// Instance pool size.
+    pub max_instances: Option<u32>,
+    /// The agents to run.
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:7878".parse().unwrap()
+}
+
+/// `[scheduler]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSection {
+    pub workers: Option<usize>,
+    pub max_queued: Option<usize>,
+    pub aging_ms: Option<u64>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    /// How long SIGTERM waits for running tasks. Default 10 s.
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// `[[agents]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The agent's name (API, metrics, KV namespace default).
+    pub name: String,
+    /// Its component, relative to the config file.
+    pub component: PathBuf,
+    /// Its policy, relative to the config file. Without it: the empty policy.
+    pub policy: Option<PathBuf>,
+    /// Its tasks that may run at once. Default 4.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+impl ServeConfig {
+    /// Reads a config file; relative paths in it are taken from its folder.
+    pub fn from_file(path: &Path) -> Result<ServeConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config: ServeConfig =
+            toml::from_str(&text).map_err(|e| format!("{} is not a valid config: {}", path.display(), e.message()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data_dir = config.data_dir.map(|d| base.join(d));
+        for a in &mut config.agents {
+            a.component = base.join(&a.component);
+            a.policy = a.policy.as_ref().map(|p| base.join(p));
+        }
+        Ok(config)
+    }
+
+    fn scheduler_config(&self) -> SchedulerConfig {
+        let s = &self.scheduler;
+        let d = SchedulerConfig::default();
+        SchedulerConfig {
+            workers: s.workers.unwrap_or(d.workers),
+            max_queued: s.max_queued.unwrap_or(d.max_queued),
+            aging: s.aging_ms.map_or(d.aging, Duration::from_millis),
+            retry_base: s.retry_base_ms.map_or(d.retry_base, Duration::from_millis),
+            retry_max: s.retry_max_ms.map_or(d.retry_max, Duration::from_millis),
+            max_attempts: s.max_attempts.unwrap_or(d.max_attempts),
+        }
+    }
+}
+
+/// A running daemon: the host, the scheduler, and the API router.
+pub struct Daemon {
+    pub host: Arc<Host>,
+    pub scheduler: Scheduler,
+    grace: Duration,
+}
+
+impl Daemon {
+    /// Creates the host, loads every agent (refusing to start if any agent
+    /// is refused, naming it), and starts the scheduler (recovering the journal).
+    pub fn start(config: &ServeConfig) -> Result<Daemon, String> {
+        let mut host_config = HostConfig::default();
+        if let Some(dir) = &config.data_dir {
+            host_config.data_dir = dir.clone();
+        }
+        if let Some(n) = config.max_instances {
+            host_config.max_instances = n;
+        }
+        let host = Arc::new(Host::new(host_config).map_err(|e| e.to_string())?);
+        let mut agents = Vec::new();
+        for a in &config.agents {
+            let policy = match &a.policy {
+                Some(p) => Policy::from_file(p).map_err(|e| e.to_string())?,
+                None => Policy::default(),
+            };
+            let bytes = std::fs::read(&a.component)
+                .map_err(|e| format!("agent `{}`: cannot read {}: {e}", a.name, a.component.display()))?;
+            let agent = host.load(&a.name, &bytes, policy).map_err(|e| e.to_string())?;
+            if a.max_concurrency == 0 {
+                return Err(format!("agent `{}`: max_concurrency must be at least 1", a.name));
+            }
+            agents.push(AgentEntry { agent: Arc::new(agent), max_concurrency: a.max_concurrency });
+        }
+        let scheduler = Scheduler::start(host.clone(), agents, config.scheduler_config()).map_err(|e| e.to_string())?;
+        let grace = Duration::from_millis(config.scheduler.shutdown_grace_ms.unwrap_or(10_000));
+        Ok(Daemon { host, scheduler, grace })
+    }
+
+    /// The HTTP API.
+    pub fn router(&self) -> Router {
+        let max_input = self.scheduler.agents().map(|e| e.agent.policy().limits.max_input_bytes).max().unwrap_or(1 << 20);
+        Router::new()
+            .route("/v1/tasks", axum::routing::post(submit))
+            .route("/v1/tasks/{id}", get(status).delete(cancel))
+            .route("/v1/agents", get(agents))
+            .route("/healthz", get(health))
+            .route("/metrics", get(metrics))
+            // Room for the largest input any agent accepts, JSON-escaped.
+            .layer(DefaultBodyLimit::max((max_input as usize).saturating_mul(2) + (64 << 10)))
+            .with_state(Arc::new(ApiState { host: self.host.clone(), scheduler: self.scheduler.clone() }))
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains running tasks for the
+    /// grace period; queued tasks stay in the journal.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let scheduler = self.scheduler.clone();
+        let grace = self.grace;
+        let app = self.router();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: draining running tasks for up to {grace:?}");
+                scheduler.shutdown(grace).await;
+            })
+            .await
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+struct ApiState {
+    host: Arc<Host>,
+    scheduler: Scheduler,
+}
+
+type Api = State<Arc<ApiState>>;
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    id: u64,
+    status: &'static str,
+}
+
+async fn submit(State(api): Api, body: Result<Json<Submission>, JsonRejection>) -> Response {
+    let Json(submission) = match body {
+        Ok(b) => b,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    match api.scheduler.submit(submission).await {
+        Ok(id) => (StatusCode::ACCEPTED, Json(Accepted { id, status: "pending" })).into_response(),
+        Err(e) => {
+            let status = match &e {
+                SubmitError::UnknownAgent(_) => StatusCode::NOT_FOUND,
+                SubmitError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                SubmitError::BadAttempts(_) => StatusCode::BAD_REQUEST,
+                SubmitError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                SubmitError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                SubmitError::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, e)
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<u64, Response> {
+    raw.parse().map_err(|_| error(StatusCode::BAD_REQUEST, format!("task id {raw:?} is not a number")))
+}
+
+async fn status(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match api.scheduler.status(id) {
+        Some(record) => Json(record).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no task {id}")),
+    }
+}
+
+async fn cancel(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match api.scheduler.cancel(id).await {
+        Ok(status) => Json(json!({ "id": id, "status": status })).into_response(),
+        Err(e @ CancelError::NotFound(_)) => error(StatusCode::NOT_FOUND, e),
+        Err(e @ CancelError::AlreadyFinished { .. }) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn agents(State(api): Api) -> Response {
+    let list: Vec<_> = api
+        .scheduler
+        .agents()
+        .map(|e| {
+            let policy = e.agent.policy();
+            json!({
+                "name": e.agent.name(),
+                "max_concurrency": e.max_concurrency,
+                "imports": e.agent.imports(),
+                "wasi": policy.wasi,
+                "capabilities": policy.capabilities,
+                "limits": policy.limits,
+            })
+        })
+        .collect();
+    Json(json!({ "agents": list })).into_response()
+}
+
+async fn health(State(api): Api) -> Response {
+    Json(json!({ "status": "ok", "queued": api.scheduler.queued() })).into_response()
+}
+
+async fn metrics(State(api): Api) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], api.host.metrics().encode())
+        .into_response()
+}
