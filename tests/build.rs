@@ -20,7 +20,7 @@ fn main() {
     let mut consts = String::new();
     let wasip2 = target_dir.join("wasm32-wasip2/release");
     for (workspace, crates) in [
-        ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch"][..]),
+        ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch", "flaky"][..]),
         ("attack-components", &["fs-escape", "sleeper", "snoop", "socket-escape", "kv-escape", "egress"][..]),
     ] {
         cargo_build(&root.join(workspace), "wasm32-wasip2", &target_dir);

@@ -36,7 +36,8 @@ pub async fn submit(
     for input in inputs {
         let input = crate::read_input(&input)?;
         let body = json!({"agent": agent, "input": input, "priority": priority, "deadline_ms": deadline_ms});
-        let r = http.post(format!("{server}/v1/tasks")).json(&body).send().await.with_context(|| unreachable(&server))?;
+        let r =
+            http.post(format!("{server}/v1/tasks")).json(&body).send().await.with_context(|| unreachable(&server))?;
         let id = answer(r).await?["id"].as_u64().context("no id in the answer")?;
         if !wait {
             println!("{id}");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::HostConfig;
-use crate::scheduler::{AgentEntry, CancelError, Scheduler, SchedulerConfig, SubmitError, Submission};
+use crate::scheduler::{AgentEntry, CancelError, Scheduler, SchedulerConfig, Submission, SubmitError};
 use crate::{Host, Policy};
 
 /// The daemon's configuration file (`chimera.toml`).
@@ -143,7 +143,8 @@ impl Daemon {
 
     /// The HTTP API.
     pub fn router(&self) -> Router {
-        let max_input = self.scheduler.agents().map(|e| e.agent.policy().limits.max_input_bytes).max().unwrap_or(1 << 20);
+        let max_input =
+            self.scheduler.agents().map(|e| e.agent.policy().limits.max_input_bytes).max().unwrap_or(1 << 20);
         Router::new()
             .route("/v1/tasks", axum::routing::post(submit))
             .route("/v1/tasks/{id}", get(status).delete(cancel))
@@ -268,6 +269,9 @@ async fn health(State(api): Api) -> Response {
 }
 
 async fn metrics(State(api): Api) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], api.host.metrics().encode())
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        api.host.metrics().encode(),
+    )
         .into_response()
 }

@@ -172,3 +172,152 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A `chimera serve` process on a loopback port, with its own config and
+/// data directory; killed when dropped.
+pub struct DaemonProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    config: PathBuf,
+}
+
+impl DaemonProcess {
+    /// Writes `config` (TOML, without `listen`) as `dir/chimera.toml` and
+    /// starts the daemon on an ephemeral loopback port.
+    pub fn start(dir: &Path, config: &str) -> DaemonProcess {
+        let path = dir.join("chimera.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::spawn(path)
+    }
+
+    fn spawn(config: PathBuf) -> DaemonProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(chimera_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("chimera serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split(" on ").nth(1).filter(|_| line.starts_with("chimera serving")) {
+                    let _ = tx.send(Ok(url.to_string()));
+                } else if line.starts_with("error") {
+                    let _ = tx.send(Err(line));
+                }
+            }
+        });
+        let url = match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(Ok(url)) => url,
+            Ok(Err(line)) => panic!("chimera serve failed: {line}"),
+            Err(_) => panic!("chimera serve did not report its address"),
+        };
+        DaemonProcess { child, url, config }
+    }
+
+    /// Kills the daemon with SIGKILL (a crash) and starts it again on the
+    /// same config and data directory.
+    pub fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        *self = Self::spawn(self.config.clone());
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small API client for tests.
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(daemon: &DaemonProcess) -> Api {
+        Api { http: reqwest::Client::builder().no_proxy().build().unwrap(), base: daemon.url.clone() }
+    }
+
+    /// POST /v1/tasks; returns (status code, JSON body).
+    pub async fn submit(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.http.post(format!("{}/v1/tasks", self.base)).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// POST /v1/tasks, expecting acceptance; returns the task id.
+    pub async fn submit_ok(&self, body: serde_json::Value) -> u64 {
+        let (code, answer) = self.submit(body).await;
+        assert_eq!(code, 202, "{answer}");
+        answer["id"].as_u64().unwrap()
+    }
+
+    /// GET /v1/tasks/{id}.
+    pub async fn task(&self, id: u64) -> serde_json::Value {
+        self.http.get(format!("{}/v1/tasks/{id}", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// DELETE /v1/tasks/{id}; returns (status code, JSON body).
+    pub async fn cancel(&self, id: u64) -> (u16, serde_json::Value) {
+        let r = self.http.delete(format!("{}/v1/tasks/{id}", self.base)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// GET on any path; returns (status code, body text).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Polls until the task is in a final state (bounded: panics after 120 s).
+    pub async fn wait_final(&self, id: u64) -> serde_json::Value {
+        for _ in 0..12_000 {
+            let t = self.task(id).await;
+            if !matches!(t["status"].as_str(), Some("pending" | "running")) {
+                return t;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("task {id} did not finish");
+    }
+
+    /// Polls until the task is running (bounded).
+    pub async fn wait_running(&self, id: u64) {
+        for _ in 0..12_000 {
+            if self.task(id).await["status"] == "running" {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("task {id} never ran");
+    }
+}
+
+/// A `[[agents]]` entry for a daemon config.
+pub fn agent_entry(name: &str, component: &str, policy: &str, max_concurrency: usize) -> String {
+    format!(
+        "[[agents]]\nname = \"{name}\"\ncomponent = {component:?}\npolicy = {policy:?}\nmax_concurrency = {max_concurrency}\n\n"
+    )
+}
+
+/// Writes a policy file into `dir` and returns its path.
+pub fn policy_file(dir: &Path, name: &str, toml: &str) -> String {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}

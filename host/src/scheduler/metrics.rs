@@ -51,7 +51,11 @@ impl SchedulerMetrics {
             r.register("scheduler_submitted", "Tasks accepted, by agent", m.submitted.clone());
             r.register("scheduler_finished", "Tasks in a final state, by agent and status", m.finished.clone());
             r.register("scheduler_retries", "Retries scheduled for transient failures, by agent", m.retries.clone());
-            r.register("scheduler_dead_letters", "Tasks dead-lettered after their last attempt", m.dead_letters.clone());
+            r.register(
+                "scheduler_dead_letters",
+                "Tasks dead-lettered after their last attempt",
+                m.dead_letters.clone(),
+            );
             r.register("scheduler_queue_depth", "Tasks queued, by priority", m.queue_depth.clone());
             r.register("scheduler_rejected", "Submissions refused because the queue was full", m.rejected.clone());
             r.register("scheduler_queue_wait_seconds", "Time from queueing to start", m.queue_wait.clone());

@@ -281,7 +281,8 @@ impl Scheduler {
         if s.stop.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        let entry = s.agents.get(&submission.agent).ok_or_else(|| SubmitError::UnknownAgent(submission.agent.clone()))?;
+        let entry =
+            s.agents.get(&submission.agent).ok_or_else(|| SubmitError::UnknownAgent(submission.agent.clone()))?;
         let limit = entry.agent.policy().limits.max_input_bytes;
         if submission.input.len() as u64 > limit {
             return Err(SubmitError::InputTooLarge {
@@ -475,8 +476,9 @@ impl Shared {
             // An agent removed from the configuration since the task was accepted.
             let record = st.records.get_mut(&queued.id).unwrap();
             record.status = TaskStatus::Failed;
-            record.error =
-                Some(TaskError::Instantiate { reason: format!("agent `{}` is not configured on this host", queued.agent) });
+            record.error = Some(TaskError::Instantiate {
+                reason: format!("agent `{}` is not configured on this host", queued.agent),
+            });
             return (None, Some(record.clone()));
         };
         let record = st.records.get_mut(&queued.id).unwrap();
@@ -486,7 +488,13 @@ impl Shared {
             return (None, Some(record.clone()));
         }
         record.status = TaskStatus::Running;
-        record.attempts.push(Attempt { started_ms: now_ms(), finished_ms: None, error: None, usage: None, interrupted: false });
+        record.attempts.push(Attempt {
+            started_ms: now_ms(),
+            finished_ms: None,
+            error: None,
+            usage: None,
+            interrupted: false,
+        });
         let job = Job {
             id: record.id,
             agent: entry.agent.clone(),

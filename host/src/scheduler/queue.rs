@@ -21,7 +21,8 @@ pub enum Priority {
 
 impl Priority {
     /// All levels, highest first.
-    pub const ALL: [Priority; 5] = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low, Priority::Background];
+    pub const ALL: [Priority; 5] =
+        [Priority::Critical, Priority::High, Priority::Normal, Priority::Low, Priority::Background];
 
     /// The lowercase name used in the API and metrics.
     pub fn name(self) -> &'static str {
@@ -103,7 +104,12 @@ impl ReadyQueue {
     /// their concurrency cap); a level's offer is worth one level more for
     /// every `aging` it has waited, and the best offer wins (ties go to the
     /// higher level). The chosen agent goes to the back of its level's turn.
-    pub fn pop(&mut self, now: Instant, aging: Duration, runnable: impl Fn(&str) -> bool) -> Option<(Priority, Queued)> {
+    pub fn pop(
+        &mut self,
+        now: Instant,
+        aging: Duration,
+        runnable: impl Fn(&str) -> bool,
+    ) -> Option<(Priority, Queued)> {
         let aging = aging.as_secs_f64().max(1e-9);
         let mut best: Option<(f64, usize, usize)> = None;
         for (index, level) in self.levels.iter().enumerate() {
@@ -132,7 +138,8 @@ impl ReadyQueue {
     /// Removes a queued task; returns whether it was there.
     pub fn remove(&mut self, id: u64) -> bool {
         for level in &mut self.levels {
-            let Some(agent) = level.per_agent.iter().find(|(_, q)| q.iter().any(|t| t.id == id)).map(|(a, _)| a.clone())
+            let Some(agent) =
+                level.per_agent.iter().find(|(_, q)| q.iter().any(|t| t.id == id)).map(|(a, _)| a.clone())
             else {
                 continue;
             };
