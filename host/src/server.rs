@@ -218,14 +218,14 @@ async fn submit(State(api): Api, body: Result<Json<Submission>, JsonRejection>) 
     }
 }
 
-fn parse_id(raw: &str) -> Result<u64, Response> {
-    raw.parse().map_err(|_| error(StatusCode::BAD_REQUEST, format!("task id {raw:?} is not a number")))
+fn parse_id(raw: &str) -> Result<u64, String> {
+    raw.parse().map_err(|_| format!("task id {raw:?} is not a number"))
 }
 
 async fn status(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
     let id = match parse_id(&raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match api.scheduler.status(id) {
         Some(record) => Json(record).into_response(),
@@ -236,7 +236,7 @@ async fn status(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
 async fn cancel(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
     let id = match parse_id(&raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match api.scheduler.cancel(id).await {
         Ok(status) => Json(json!({ "id": id, "status": status })).into_response(),

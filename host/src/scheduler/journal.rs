@@ -2,7 +2,7 @@
 //! store as KV. A task is written before its submission is acknowledged and
 //! again at every final state, so a restart finds each accepted task.
 
-use redb::{Durability, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use std::sync::Arc;
 
 use super::TaskRecord;
@@ -50,13 +50,9 @@ impl Journal {
         Ok(records)
     }
 
-    /// Writes `records`; `durable` waits for them to reach the disk.
-    pub fn write(&self, records: &[TaskRecord], durable: bool) -> Result<(), JournalError> {
-        let mut tx = self.store.database().begin_write().map_err(err)?;
-        if !durable {
-            // A later durable commit makes this one durable too.
-            tx.set_durability(Durability::None);
-        }
+    /// Writes `records` and waits for them to reach the disk.
+    pub fn write(&self, records: &[TaskRecord]) -> Result<(), JournalError> {
+        let tx = self.store.database().begin_write().map_err(err)?;
         {
             let mut table = tx.open_table(TASKS).map_err(err)?;
             for record in records {
@@ -68,9 +64,9 @@ impl Journal {
     }
 
     /// [`Journal::write`] off the async workers.
-    pub async fn write_async(&self, records: Vec<TaskRecord>, durable: bool) -> Result<(), JournalError> {
+    pub async fn write_async(&self, records: Vec<TaskRecord>) -> Result<(), JournalError> {
         let journal = self.clone();
-        tokio::task::spawn_blocking(move || journal.write(&records, durable))
+        tokio::task::spawn_blocking(move || journal.write(&records))
             .await
             .map_err(|e| JournalError(format!("journal writer failed: {e}")))?
     }

@@ -221,7 +221,7 @@ impl Scheduler {
     /// that had not finished (a task that was running at a crash runs again),
     /// and starts the workers. Must be called inside a tokio runtime.
     pub fn start(host: Arc<Host>, agents: Vec<AgentEntry>, config: SchedulerConfig) -> Result<Scheduler, JournalError> {
-        let store = host.kv_store().map_err(|e| JournalError::from_display(e))?;
+        let store = host.kv_store().map_err(|e| JournalError::new(e.to_string()))?;
         let journal = Journal::open(store)?;
         let metrics = SchedulerMetrics::register(host.metrics());
         let agents: HashMap<String, AgentEntry> = agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect();
@@ -253,7 +253,7 @@ impl Scheduler {
             }
             state.records.insert(record.id, record);
         }
-        journal.write(&recovered, true)?;
+        journal.write(&recovered)?;
         let shared = Arc::new(Shared {
             host,
             agents,
@@ -329,7 +329,7 @@ impl Scheduler {
             st.retrying += 1;
             record
         };
-        let written = s.journal.write_async(vec![record.clone()], true).await;
+        let written = s.journal.write_async(vec![record.clone()]).await;
         let mut st = s.state.lock().unwrap();
         st.retrying -= 1;
         if let Err(e) = written {
@@ -378,7 +378,7 @@ impl Scheduler {
             record.clone()
         };
         s.metrics.finished(&record.agent, TaskStatus::Cancelled);
-        if let Err(e) = s.journal.write_async(vec![record], true).await {
+        if let Err(e) = s.journal.write_async(vec![record]).await {
             tracing::error!("{e}");
         }
         Ok(TaskStatus::Cancelled)
@@ -405,12 +405,6 @@ impl Scheduler {
         while Instant::now() < until && !s.state.lock().unwrap().running.is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-}
-
-impl JournalError {
-    fn from_display(e: impl std::fmt::Display) -> Self {
-        JournalError::new(e.to_string())
     }
 }
 
@@ -458,12 +452,14 @@ impl Shared {
             };
             if let Some(record) = expired {
                 self.metrics.finished(&record.agent, record.status);
-                let _ = self.journal.write_async(vec![record], true).await;
+                let _ = self.journal.write_async(vec![record]).await;
                 continue;
             }
             if let Some((job, record)) = job {
-                // Running is journalled lazily: a crash leaves it pending, and it runs again.
-                let _ = self.journal.write_async(vec![record], false).await;
+                // Durable, so an attempt cut off by a crash is known as such.
+                if let Err(e) = self.journal.write_async(vec![record]).await {
+                    tracing::error!("{e}");
+                }
                 return Some(job);
             }
             wake.await;
@@ -562,7 +558,7 @@ impl Shared {
         if record.status.is_final() {
             self.metrics.finished(&record.agent, record.status);
         }
-        if let Err(e) = self.journal.write_async(vec![record.clone()], true).await {
+        if let Err(e) = self.journal.write_async(vec![record.clone()]).await {
             tracing::error!("{e}");
         }
         if let Some(delay) = retry_after {
