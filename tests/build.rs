@@ -21,7 +21,10 @@ fn main() {
     let wasip2 = target_dir.join("wasm32-wasip2/release");
     for (workspace, crates) in [
         ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch", "flaky"][..]),
-        ("attack-components", &["fs-escape", "sleeper", "snoop", "socket-escape", "kv-escape", "egress"][..]),
+        (
+            "attack-components",
+            &["fs-escape", "sleeper", "snoop", "socket-escape", "kv-escape", "egress", "fork-bomb"][..],
+        ),
     ] {
         cargo_build(&root.join(workspace), "wasm32-wasip2", &target_dir);
         for name in crates {

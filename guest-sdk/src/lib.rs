@@ -18,6 +18,7 @@
 pub mod http;
 pub mod kv;
 pub mod log;
+pub mod tasks;
 
 /// Raw bindings for the `chimera:agent/agent` world, generated from `wit/`.
 #[doc(hidden)]

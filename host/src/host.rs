@@ -17,6 +17,7 @@ use crate::bindings::{AgentError, AgentPre};
 use crate::capabilities::kv::{KvStore, KvTaskState};
 use crate::capabilities::logging::{LogLine, LogSource, TaskLog};
 use crate::capabilities::outbound_http::HttpAccess;
+use crate::capabilities::tasks::{CallChain, TasksAccess};
 use crate::capabilities::wasi::{locked_down_ctx, CapturedOutput};
 use crate::capabilities::{self, ImportDecision, Verdict};
 use crate::config::HostConfig;
@@ -28,13 +29,29 @@ use crate::state::TaskState;
 use crate::usage::{ResourceUsage, UsageCounters};
 
 /// Runs agents. Create one per process (it owns the engine, the instance
-/// pool, the KV store and the epoch ticker) and share it.
+/// pool, the KV store and the epoch ticker) and share it; clones are cheap
+/// handles to the same host.
+#[derive(Clone)]
 pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+impl std::ops::Deref for Host {
+    type Target = HostInner;
+    fn deref(&self) -> &HostInner {
+        &self.inner
+    }
+}
+
+#[doc(hidden)]
+pub struct HostInner {
     engine: Engine,
     config: HostConfig,
     kv: Mutex<Option<Arc<KvStore>>>,
     next_task: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Agents other agents may call by name (see [`Host::register`]).
+    registry: std::sync::RwLock<std::collections::HashMap<String, Arc<Agent>>>,
     _ticker: EpochTicker,
 }
 
@@ -47,6 +64,7 @@ pub struct Agent {
     imports: Vec<ImportDecision>,
     kv: Option<(Arc<KvStore>, Arc<str>)>,
     http: Option<Arc<HttpAccess>>,
+    tasks: Option<Arc<TasksAccess>>,
 }
 
 impl Agent {
@@ -151,12 +169,15 @@ impl Host {
         })?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         Ok(Host {
-            engine,
-            config,
-            kv: Mutex::new(None),
-            next_task: AtomicU64::new(1),
-            metrics: Arc::new(Metrics::default()),
-            _ticker: ticker,
+            inner: Arc::new(HostInner {
+                engine,
+                config,
+                kv: Mutex::new(None),
+                next_task: AtomicU64::new(1),
+                metrics: Arc::new(Metrics::default()),
+                registry: Default::default(),
+                _ticker: ticker,
+            }),
         })
     }
 
@@ -318,7 +339,8 @@ impl Host {
             )),
             None => None,
         };
-        Ok(Agent { name: name.into(), policy: Arc::new(policy), pre, imports, kv, http })
+        let tasks = policy.capabilities.tasks.as_ref().map(|g| Arc::new(TasksAccess::new(g)));
+        Ok(Agent { name: name.into(), policy: Arc::new(policy), pre, imports, kv, http, tasks })
     }
 
     /// The KV store, opened on first use.
@@ -341,10 +363,27 @@ impl Host {
         self.run_with(agent, input, RunOptions::default()).await
     }
 
+    /// Makes `agent` callable by name from agents granted `tasks`; replaces
+    /// an agent of the same name.
+    pub fn register(&self, agent: Arc<Agent>) {
+        self.registry.write().unwrap_or_else(|e| e.into_inner()).insert(agent.name().to_string(), agent);
+    }
+
+    /// A registered agent.
+    pub fn agent(&self, name: &str) -> Option<Arc<Agent>> {
+        self.registry.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
     /// [`Host::run`] with a deadline and a cancellation token. Cancelling
     /// interrupts a running guest at its next epoch check (within one tick)
     /// and throws its instance away.
     pub async fn run_with(&self, agent: &Agent, input: &str, options: RunOptions) -> TaskReport {
+        self.run_chained(agent, input, CallChain { depth: 0, max_depth: None, options }).await
+    }
+
+    /// Runs a task at a place in a chain of agent-to-agent calls.
+    pub(crate) async fn run_chained(&self, agent: &Agent, input: &str, mut chain: CallChain) -> TaskReport {
+        let options = chain.options.clone();
         let task_id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let limits = &agent.policy.limits;
         let usage = Arc::new(UsageCounters::new(limits.memory_mib << 20));
@@ -356,8 +395,12 @@ impl Host {
         } else {
             let stdout = CapturedOutput::new(limits.stdio_bytes as usize, usage.clone());
             let stderr = CapturedOutput::new(limits.stdio_bytes as usize, usage.clone());
-            let store = self.new_store(agent, task_id, log.clone(), usage.clone(), stdout.clone(), stderr.clone());
             let timeout = Duration::from_millis(limits.timeout_ms);
+            // Children inherit the earlier of this task's deadline and timeout.
+            let ends = tokio::time::Instant::now() + timeout;
+            chain.options.deadline = Some(options.deadline.map_or(ends, |d| d.min(ends)));
+            let store =
+                self.new_store(agent, task_id, log.clone(), usage.clone(), (stdout.clone(), stderr.clone()), chain);
             let cancelled = async {
                 match &options.cancel {
                     Some(token) => token.cancelled().await,
@@ -422,8 +465,8 @@ impl Host {
         task_id: u64,
         log: TaskLog,
         usage: Arc<UsageCounters>,
-        stdout: CapturedOutput,
-        stderr: CapturedOutput,
+        (stdout, stderr): (CapturedOutput, CapturedOutput),
+        chain: CallChain,
     ) -> Store<TaskState> {
         let policy = &agent.policy;
         let tick_ms = self.config.epoch_tick.as_millis().max(1) as u64;
@@ -445,6 +488,10 @@ impl Host {
             cpu_ticks: 0,
             cpu_budget_ticks: policy.limits.cpu_ms.div_ceil(tick_ms),
             metrics: self.metrics.clone(),
+            tasks: agent.tasks.clone(),
+            calls_made: 0,
+            chain,
+            host: self.clone(),
         };
         self.metrics.instance_started();
         let _ = task_id;

@@ -118,6 +118,30 @@ pub struct Capabilities {
     pub kv: Option<KvGrant>,
     /// `[capabilities.outbound_http]`
     pub outbound_http: Option<HttpGrant>,
+    /// `[capabilities.tasks]`
+    pub tasks: Option<TasksGrant>,
+}
+
+/// `[capabilities.tasks]`: calling other agents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksGrant {
+    /// Names of the agents this agent may call.
+    pub allow: Vec<String>,
+    /// Calls one task may make.
+    pub max_fan_out: u32,
+    /// How deep a chain of calls starting at this agent may go (1: it may
+    /// call others, but they may not call further through this grant).
+    pub max_depth: u32,
+    /// Calls per second over all of this agent's tasks (a token bucket
+    /// holding one second's worth).
+    pub rate_per_second: u32,
+}
+
+impl Default for TasksGrant {
+    fn default() -> Self {
+        TasksGrant { allow: Vec::new(), max_fan_out: 4, max_depth: 2, rate_per_second: 100 }
+    }
 }
 
 /// `[capabilities.logging]`
@@ -277,6 +301,14 @@ impl Policy {
                     })?;
                 }
             }
+        }
+        if let Some(g) = &self.capabilities.tasks {
+            for (i, name) in g.allow.iter().enumerate() {
+                check_name(&format!("capabilities.tasks.allow[{i}]"), name)?;
+            }
+            range("capabilities.tasks.max_fan_out", g.max_fan_out.into(), 1, 1_000)?;
+            range("capabilities.tasks.max_depth", g.max_depth.into(), 1, crate::capabilities::tasks::MAX_DEPTH.into())?;
+            range("capabilities.tasks.rate_per_second", g.rate_per_second.into(), 1, 100_000)?;
         }
         Ok(())
     }

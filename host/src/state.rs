@@ -8,6 +8,8 @@ use wasmtime_wasi::WasiCtx;
 use crate::capabilities::kv::KvTaskState;
 use crate::capabilities::logging::TaskLog;
 use crate::capabilities::outbound_http::HttpAccess;
+use crate::capabilities::tasks::{CallChain, TasksAccess};
+use crate::host::Host;
 use crate::limits::InstanceLimiter;
 use crate::metrics::Metrics;
 use crate::usage::UsageCounters;
@@ -26,6 +28,12 @@ pub(crate) struct TaskState {
     pub cpu_ticks: u64,
     pub cpu_budget_ticks: u64,
     pub metrics: Arc<Metrics>,
+    pub tasks: Option<Arc<TasksAccess>>,
+    /// Calls this task made to other agents, against the fan-out limit.
+    pub calls_made: u32,
+    pub chain: CallChain,
+    /// The host, to run called agents.
+    pub host: Host,
 }
 
 impl Drop for TaskState {

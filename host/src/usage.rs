@@ -10,6 +10,7 @@ pub(crate) enum Call {
     Logging,
     Kv,
     Http,
+    Tasks,
 }
 
 /// Live counters of one task. Atomics, so they can be read after a task
@@ -28,6 +29,7 @@ pub(crate) struct UsageCounters {
     pub logging_calls: AtomicU64,
     pub kv_calls: AtomicU64,
     pub http_calls: AtomicU64,
+    pub tasks_calls: AtomicU64,
     pub kv_reads: AtomicU64,
     pub kv_writes: AtomicU64,
     pub http_requests: AtomicU64,
@@ -64,6 +66,7 @@ impl UsageCounters {
             Call::Logging => &self.logging_calls,
             Call::Kv => &self.kv_calls,
             Call::Http => &self.http_calls,
+            Call::Tasks => &self.tasks_calls,
         }
         .fetch_add(1, Relaxed);
     }
@@ -113,6 +116,8 @@ pub struct HostCalls {
     pub logging: u64,
     pub kv: u64,
     pub outbound_http: u64,
+    #[serde(default)]
+    pub tasks: u64,
 }
 
 impl UsageCounters {
@@ -128,6 +133,7 @@ impl UsageCounters {
                 logging: self.logging_calls.load(Relaxed),
                 kv: self.kv_calls.load(Relaxed),
                 outbound_http: self.http_calls.load(Relaxed),
+                tasks: self.tasks_calls.load(Relaxed),
             },
             kv_reads: self.kv_reads.load(Relaxed),
             kv_writes: self.kv_writes.load(Relaxed),

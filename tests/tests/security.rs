@@ -143,6 +143,19 @@ async fn test_fork_bomb_protection() {
     );
     assert_counted(&host, "bomb", "count-limit");
     assert!(!r.outcome.unwrap_err().is_retryable());
+
+    // An agent that spawns itself through the tasks capability stops at its
+    // fan-out and depth: 1 + 2 + 4 tasks, then refusals.
+    let grant = "[capabilities.tasks]\nallow = [\"fork-bomb\"]\nmax_fan_out = 2\nmax_depth = 2\n";
+    let spawner = std::sync::Arc::new(host.load("fork-bomb", &component(artifacts::FORK_BOMB), policy(grant)).unwrap());
+    host.register(spawner.clone());
+    let r = run_beside_bystander(&host, &spawner, r#"{"target":"fork-bomb"}"#).await;
+    assert_eq!(
+        r.outcome,
+        Ok(r#"2 children, then CallError::Denied("this task already made 2 calls (max_fan_out)")"#.into())
+    );
+    assert_eq!(metric(&host, r#"chimera_tasks_total{agent="fork-bomb",outcome="ok"}"#), Some(7.0));
+    assert_eq!(metric(&host, "chimera_live_instances"), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -254,3 +254,25 @@ async fn sigterm_drains_running_tasks_and_keeps_queued_ones_for_the_next_start()
     assert_eq!(t["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(api.wait_final(queued).await["status"], "completed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_stops_a_self_spawning_agent_at_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let grant = "[capabilities.tasks]\nallow = [\"fork-bomb\"]\nmax_fan_out = 3\nmax_depth = 3\n";
+    let bomb = policy_file(dir.path(), "bomb", grant);
+    let config = format!(
+        "data_dir = \"data\"\nmax_instances = 16\n\n{}",
+        agent_entry("fork-bomb", artifacts::FORK_BOMB, &bomb, 1)
+    );
+    let daemon = DaemonProcess::start(dir.path(), &config);
+    let api = Api::new(&daemon);
+    let id = api.submit_ok(json!({"agent": "fork-bomb", "input": r#"{"target":"fork-bomb"}"#})).await;
+    let t = api.wait_final(id).await;
+    assert_eq!(t["status"], "completed");
+    assert_eq!(t["output"], r#"3 children, then CallError::Denied("this task already made 3 calls (max_fan_out)")"#);
+    assert_eq!(t["attempts"][0]["usage"]["host_calls"]["tasks"], 4);
+    let (_, metrics) = api.get("/metrics").await;
+    // 1 + 3 + 9 + 27 tasks ran; the healthz answer shows the daemon is fine.
+    assert!(metrics.contains("chimera_tasks_total{agent=\"fork-bomb\",outcome=\"ok\"} 40"), "{metrics}");
+    assert_eq!(api.get("/healthz").await.0, 200);
+}

@@ -5,6 +5,7 @@
 pub mod kv;
 pub mod logging;
 pub mod outbound_http;
+pub mod tasks;
 pub mod wasi;
 
 use serde::Serialize;
@@ -98,6 +99,7 @@ pub fn decide(import: &str, policy: &Policy) -> ImportDecision {
                 "logging" => logging::decide(policy),
                 "kv" => kv::decide(policy),
                 "outbound-http" => outbound_http::decide(policy),
+                "tasks" => tasks::decide(policy),
                 other => return refused("unknown", None, format!("chimera:agent has no interface `{other}`")),
             };
             cap.into_decision(import)

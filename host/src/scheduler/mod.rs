@@ -224,6 +224,9 @@ impl Scheduler {
         let store = host.kv_store().map_err(|e| JournalError::new(e.to_string()))?;
         let journal = Journal::open(store)?;
         let metrics = SchedulerMetrics::register(host.metrics());
+        for entry in &agents {
+            host.register(entry.agent.clone());
+        }
         let agents: HashMap<String, AgentEntry> = agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect();
         let mut state = State {
             queue: ReadyQueue::default(),
