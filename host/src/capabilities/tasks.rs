@@ -83,7 +83,7 @@ impl TaskState {
             return deny("not-granted", "tasks is not granted".into());
         };
         let grant = &access.grant;
-        if !grant.allow.iter().any(|a| *a == agent) {
+        if !grant.allow.contains(&agent) {
             return deny("not-allowed", format!("this agent's policy does not allow calling `{agent}`"));
         }
         if self.calls_made >= grant.max_fan_out {
