@@ -276,3 +276,25 @@ async fn the_daemon_stops_a_self_spawning_agent_at_its_limits() {
     assert!(metrics.contains("chimera_tasks_total{agent=\"fork-bomb\",outcome=\"ok\"} 40"), "{metrics}");
     assert_eq!(api.get("/healthz").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_keys_and_deadlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = one_worker_daemon(dir.path(), "");
+    let api = Api::new(&daemon);
+    let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "1"})).await;
+    api.wait_running(blocker).await;
+    // The same key twice: one task.
+    let mut body = seq("a", "normal");
+    body["idempotency_key"] = json!("order-17");
+    let first = api.submit_ok(body.clone()).await;
+    assert_eq!(api.submit_ok(body).await, first);
+    // A deadline that passes while the task waits behind the blocker: it never runs.
+    let mut late = seq("a", "normal");
+    late["deadline_ms"] = json!(50);
+    let late = api.submit_ok(late).await;
+    let t = api.wait_final(late).await;
+    assert_eq!((t["status"].as_str(), &t["error"]), (Some("timed-out"), &json!({"kind": "deadline-exceeded"})));
+    assert_eq!(t["attempts"], json!([]));
+    assert_eq!(api.wait_final(first).await["status"], "completed");
+}

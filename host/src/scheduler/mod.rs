@@ -419,6 +419,7 @@ struct Job {
     deadline_ms: Option<u64>,
     cancel: CancellationToken,
     waited: Duration,
+    attempt: usize,
 }
 
 impl Shared {
@@ -501,6 +502,7 @@ impl Shared {
             deadline_ms: record.deadline_ms,
             cancel: CancellationToken::new(),
             waited: queued.since.elapsed(),
+            attempt: record.attempts.len(),
         };
         let record = record.clone();
         st.running.insert(job.id, job.cancel.clone());
@@ -515,7 +517,7 @@ impl Shared {
             tokio::time::Instant::now() + left
         });
         let options = RunOptions { deadline, cancel: Some(job.cancel.clone()) };
-        let span = tracing::info_span!("task", agent = job.agent.name(), task = job.id);
+        let span = tracing::info_span!("task", agent = job.agent.name(), task = job.id, attempt = job.attempt);
         let report = tracing::Instrument::instrument(self.host.run_with(&job.agent, &job.input, options), span).await;
 
         let mut retry_after = None;
