@@ -399,8 +399,7 @@ impl Host {
             // Children inherit the earlier of this task's deadline and timeout.
             let ends = tokio::time::Instant::now() + timeout;
             chain.options.deadline = Some(options.deadline.map_or(ends, |d| d.min(ends)));
-            let store =
-                self.new_store(agent, task_id, log.clone(), usage.clone(), (stdout.clone(), stderr.clone()), chain);
+            let store = self.new_store(agent, log.clone(), usage.clone(), (stdout.clone(), stderr.clone()), chain);
             let cancelled = async {
                 match &options.cancel {
                     Some(token) => token.cancelled().await,
@@ -462,7 +461,6 @@ impl Host {
     fn new_store(
         &self,
         agent: &Agent,
-        task_id: u64,
         log: TaskLog,
         usage: Arc<UsageCounters>,
         (stdout, stderr): (CapturedOutput, CapturedOutput),
@@ -494,7 +492,6 @@ impl Host {
             host: self.clone(),
         };
         self.metrics.instance_started();
-        let _ = task_id;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
