@@ -28,6 +28,9 @@ pub struct HostConfig {
     /// Linear memory kept resident in a pool slot between tenants (it is
     /// zeroed, not unmapped): the main cost saving of pooling.
     pub keep_resident_bytes: usize,
+    /// Keep compiled components in `data_dir/compiled` and reuse them on
+    /// the next load (see the `cache` module docs).
+    pub cache_compiled: bool,
     /// Names resolved to fixed addresses instead of through DNS (like
     /// `/etc/hosts`, for this host's outbound HTTP only). The addresses are
     /// vetted against the policy like any other.
@@ -46,6 +49,7 @@ impl Default for HostConfig {
             epoch_tick: Duration::from_millis(5),
             keep_resident_bytes: 2 << 20,
             dns_overrides: HashMap::new(),
+            cache_compiled: true,
         }
     }
 }

@@ -52,6 +52,7 @@ pub struct HostInner {
     metrics: Arc<Metrics>,
     /// Agents other agents may call by name (see [`Host::register`]).
     registry: std::sync::RwLock<std::collections::HashMap<String, Arc<Agent>>>,
+    cache: Option<crate::cache::CompileCache>,
     _ticker: EpochTicker,
 }
 
@@ -168,6 +169,8 @@ impl Host {
             ))
         })?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        let cache =
+            config.cache_compiled.then(|| crate::cache::CompileCache::new(config.data_dir.join("compiled"), &engine));
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -176,6 +179,7 @@ impl Host {
                 next_task: AtomicU64::new(1),
                 metrics: Arc::new(Metrics::default()),
                 registry: Default::default(),
+                cache,
                 _ticker: ticker,
             }),
         })
@@ -208,7 +212,12 @@ impl Host {
         if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
             return Err(invalid("it does not start with the wasm magic bytes".into()));
         }
-        Component::new(&self.engine, bytes).map_err(|e| {
+        let compile = || Component::new(&self.engine, bytes);
+        let compiled = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, &self.metrics, compile),
+            None => compile(),
+        };
+        compiled.map_err(|e| {
             let reason = format!("{e:#}");
             if reason.contains("pooling allocator") {
                 // Valid wasm, but larger than this host's instance pool admits.

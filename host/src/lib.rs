@@ -16,6 +16,7 @@
 
 pub mod audit;
 mod bindings;
+mod cache;
 pub mod capabilities;
 pub mod config;
 pub mod error;

@@ -142,7 +142,7 @@ fn run_cli(cli: Cli) -> Result<ExitCode> {
         }
         Command::Audit { component, policy, json } => {
             let policy = load_policy(policy.as_deref())?;
-            let host = Host::new(HostConfig { max_instances: 1, ..host_config(&policy) })?;
+            let host = Host::new(HostConfig { max_instances: 1, cache_compiled: false, ..host_config(&policy) })?;
             let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
             let name = policy.agent.name.clone().unwrap_or_else(|| stem(&component));
             let report = host.audit(&name, &bytes, &policy)?;

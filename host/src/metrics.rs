@@ -35,6 +35,11 @@ struct DenialLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabels {
     capability: String,
 }
@@ -51,6 +56,7 @@ pub struct Metrics {
     cpu_ticks: Family<AgentLabels, Counter>,
     log_lines_dropped: Family<AgentLabels, Counter>,
     live_instances: Gauge,
+    compile_cache: Family<CacheLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,6 +79,7 @@ impl Default for Metrics {
             cpu_ticks: Family::default(),
             log_lines_dropped: Family::default(),
             live_instances: Gauge::default(),
+            compile_cache: Family::default(),
         };
         r.register("tasks", "Tasks run, by agent and outcome (ok or the error kind)", m.tasks.clone());
         r.register("limit_hits", "Tasks ended by a limit, by agent and limit", m.limit_hits.clone());
@@ -87,6 +94,11 @@ impl Default for Metrics {
         r.register("cpu_ticks", "Epoch ticks spent executing wasm", m.cpu_ticks.clone());
         r.register("log_lines_dropped", "Guest log lines dropped over the per-task cap", m.log_lines_dropped.clone());
         r.register("live_instances", "Instances alive now", m.live_instances.clone());
+        r.register(
+            "compile_cache",
+            "Component loads by compiled-cache result (hit, miss, corrupt, stale)",
+            m.compile_cache.clone(),
+        );
         *m.registry.lock().unwrap() = r;
         m
     }
@@ -140,6 +152,10 @@ impl Metrics {
 
     pub(crate) fn load_refused(&self, capability: &'static str) {
         self.load_refusals.get_or_create(&RefusalLabels { capability: capability.into() }).inc();
+    }
+
+    pub(crate) fn compile_cache(&self, result: &'static str) {
+        self.compile_cache.get_or_create(&CacheLabels { result: result.into() }).inc();
     }
 
     pub(crate) fn instance_started(&self) {
