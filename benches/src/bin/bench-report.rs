@@ -20,10 +20,12 @@ fn show(ns: f64) -> String {
     }
 }
 
+/// (label, chimera id, floor id, target ratio, bytes per iteration)
+type Row = (&'static str, &'static str, &'static str, Option<f64>, Option<f64>);
+
 fn main() {
     let root = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/criterion"));
-    // (label, chimera id, floor id, target ratio, bytes per iteration)
-    let rows: &[(&str, &str, &str, Option<f64>, Option<f64>)] = &[
+    let rows: &[Row] = &[
         ("spawn: store + instantiate + call + drop", "spawn/chimera", "spawn/floor", Some(1.1), None),
         ("payload 100 B (word-count)", "payload/chimera/100", "payload/floor/100", None, Some(100.0)),
         ("payload 10 KiB (word-count)", "payload/chimera/10240", "payload/floor/10240", None, Some(10240.0)),
