@@ -66,6 +66,7 @@ pub struct Agent {
     kv: Option<(Arc<KvStore>, Arc<str>)>,
     http: Option<Arc<HttpAccess>>,
     tasks: Option<Arc<TasksAccess>>,
+    metrics: crate::metrics::AgentMetrics,
 }
 
 impl Agent {
@@ -349,7 +350,8 @@ impl Host {
             None => None,
         };
         let tasks = policy.capabilities.tasks.as_ref().map(|g| Arc::new(TasksAccess::new(g)));
-        Ok(Agent { name: name.into(), policy: Arc::new(policy), pre, imports, kv, http, tasks })
+        let metrics = self.metrics.for_agent(name);
+        Ok(Agent { name: name.into(), policy: Arc::new(policy), pre, imports, kv, http, tasks, metrics })
     }
 
     /// The KV store, opened on first use.
@@ -452,17 +454,13 @@ impl Host {
         if let Err(e) = &outcome {
             tracing::debug!(agent = %agent.name, task = task_id, kind = e.kind(), "task failed: {e}");
         }
-        let kind = outcome.as_ref().map_or_else(|e| e.kind(), |_| "ok");
-        let limit = outcome.as_ref().err().and_then(|e| e.limit());
-        let u = &report_usage;
-        self.metrics.task_finished(
-            &agent.name,
-            kind,
-            limit,
-            u.wall_time_us as f64 / 1e6,
-            u.peak_memory_bytes,
-            u.cpu_ticks,
-        );
+        let sample = crate::metrics::TaskOutcomeSample {
+            error: outcome.as_ref().err().map(|e| (e.kind(), e.limit())),
+            seconds: report_usage.wall_time_us as f64 / 1e6,
+            peak_memory: report_usage.peak_memory_bytes,
+            cpu_ticks: report_usage.cpu_ticks,
+        };
+        self.metrics.task_finished(&agent.name, &agent.metrics, &sample);
         self.metrics.log_lines_dropped(&agent.name, log_lines_dropped);
         TaskReport { task_id, agent: agent.name.to_string(), outcome, usage: report_usage, logs }
     }

@@ -44,6 +44,24 @@ struct RefusalLabels {
     capability: String,
 }
 
+/// One agent's per-task series.
+#[derive(Clone)]
+pub(crate) struct AgentMetrics {
+    ok: Counter,
+    seconds: Histogram,
+    peak_memory: Histogram,
+    cpu_ticks: Counter,
+}
+
+/// What a finished task reports to the metrics.
+pub(crate) struct TaskOutcomeSample<'a> {
+    /// `None` for success; else the error kind and the limit it hit, if any.
+    pub error: Option<(&'a str, Option<&'a str>)>,
+    pub seconds: f64,
+    pub peak_memory: u64,
+    pub cpu_ticks: u64,
+}
+
 /// The host's metrics and their registry.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -118,23 +136,33 @@ impl Metrics {
         f(&mut self.registry.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub(crate) fn task_finished(
-        &self,
-        agent: &str,
-        outcome: &str,
-        limit: Option<&str>,
-        seconds: f64,
-        peak: u64,
-        ticks: u64,
-    ) {
-        self.tasks.get_or_create(&TaskLabels { agent: agent.into(), outcome: outcome.into() }).inc();
-        if let Some(limit) = limit {
-            self.limit_hits.get_or_create(&LimitLabels { agent: agent.into(), limit: limit.into() }).inc();
-        }
+    /// Handles to one agent's per-task series, looked up once when the
+    /// agent is loaded so that a task records them without label hashing.
+    pub(crate) fn for_agent(&self, agent: &str) -> AgentMetrics {
         let a = AgentLabels { agent: agent.into() };
-        self.task_seconds.get_or_create(&a).observe(seconds);
-        self.peak_memory.get_or_create(&a).observe(peak as f64);
-        self.cpu_ticks.get_or_create(&a).inc_by(ticks);
+        AgentMetrics {
+            ok: self.tasks.get_or_create(&TaskLabels { agent: agent.into(), outcome: "ok".into() }).clone(),
+            seconds: self.task_seconds.get_or_create(&a).clone(),
+            peak_memory: self.peak_memory.get_or_create(&a).clone(),
+            cpu_ticks: self.cpu_ticks.get_or_create(&a).clone(),
+        }
+    }
+
+    pub(crate) fn task_finished(&self, agent: &str, handles: &AgentMetrics, outcome: &TaskOutcomeSample<'_>) {
+        match outcome.error {
+            None => {
+                handles.ok.inc();
+            }
+            Some((kind, limit)) => {
+                self.tasks.get_or_create(&TaskLabels { agent: agent.into(), outcome: kind.into() }).inc();
+                if let Some(limit) = limit {
+                    self.limit_hits.get_or_create(&LimitLabels { agent: agent.into(), limit: limit.into() }).inc();
+                }
+            }
+        }
+        handles.seconds.observe(outcome.seconds);
+        handles.peak_memory.observe(outcome.peak_memory as f64);
+        handles.cpu_ticks.inc_by(outcome.cpu_ticks);
     }
 
     pub(crate) fn log_lines_dropped(&self, agent: &str, n: u64) {
