@@ -21,9 +21,21 @@ fn spawn(c: &mut Criterion) {
     let expected = rt.block_on(floor.run(INPUT));
     assert_eq!(rt.block_on(host.run(&agent, INPUT)).outcome.as_deref(), Ok(expected.as_str()));
 
+    let quiet_dir = tempfile::tempdir().unwrap();
+    let quiet = Host::new(HostConfig {
+        data_dir: quiet_dir.path().into(),
+        max_instances: 16,
+        metrics: false,
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let quiet_agent = quiet.load("word-count", &bytes, Policy::default()).unwrap();
+
     let mut group = c.benchmark_group("spawn");
     group.bench_function("floor", |b| b.to_async(&rt).iter(|| floor.run(INPUT)));
     group.bench_function("chimera", |b| b.to_async(&rt).iter(|| host.run(&agent, INPUT)));
+    // The same with per-task metrics off: the cost of metrics.
+    group.bench_function("chimera_metrics_off", |b| b.to_async(&rt).iter(|| quiet.run(&quiet_agent, INPUT)));
     group.finish();
 }
 

@@ -31,6 +31,8 @@ pub struct HostConfig {
     /// Keep compiled components in `data_dir/compiled` and reuse them on
     /// the next load (see the `cache` module docs).
     pub cache_compiled: bool,
+    /// Record per-task metrics (on by default; off only to measure their cost).
+    pub metrics: bool,
     /// Names resolved to fixed addresses instead of through DNS (like
     /// `/etc/hosts`, for this host's outbound HTTP only). The addresses are
     /// vetted against the policy like any other.
@@ -50,6 +52,7 @@ impl Default for HostConfig {
             keep_resident_bytes: 2 << 20,
             dns_overrides: HashMap::new(),
             cache_compiled: true,
+            metrics: true,
         }
     }
 }

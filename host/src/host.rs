@@ -172,13 +172,14 @@ impl Host {
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         let cache =
             config.cache_compiled.then(|| crate::cache::CompileCache::new(config.data_dir.join("compiled"), &engine));
+        let metrics = Arc::new(Metrics::new(config.metrics));
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
                 config,
                 kv: Mutex::new(None),
                 next_task: AtomicU64::new(1),
-                metrics: Arc::new(Metrics::default()),
+                metrics,
                 registry: Default::default(),
                 cache,
                 _ticker: ticker,

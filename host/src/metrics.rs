@@ -75,6 +75,8 @@ pub struct Metrics {
     log_lines_dropped: Family<AgentLabels, Counter>,
     live_instances: Gauge,
     compile_cache: Family<CacheLabels, Counter>,
+    /// When off, per-task recording is skipped (for measuring its cost).
+    enabled: bool,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +100,7 @@ impl Default for Metrics {
             log_lines_dropped: Family::default(),
             live_instances: Gauge::default(),
             compile_cache: Family::default(),
+            enabled: true,
         };
         r.register("tasks", "Tasks run, by agent and outcome (ok or the error kind)", m.tasks.clone());
         r.register("limit_hits", "Tasks ended by a limit, by agent and limit", m.limit_hits.clone());
@@ -123,6 +126,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Metrics that record (`enabled`) or skip per-task samples.
+    pub fn new(enabled: bool) -> Metrics {
+        Metrics { enabled, ..Metrics::default() }
+    }
+
     /// The metrics in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -149,6 +157,9 @@ impl Metrics {
     }
 
     pub(crate) fn task_finished(&self, agent: &str, handles: &AgentMetrics, outcome: &TaskOutcomeSample<'_>) {
+        if !self.enabled {
+            return;
+        }
         match outcome.error {
             None => {
                 handles.ok.inc();
@@ -166,7 +177,7 @@ impl Metrics {
     }
 
     pub(crate) fn log_lines_dropped(&self, agent: &str, n: u64) {
-        if n > 0 {
+        if self.enabled && n > 0 {
             self.log_lines_dropped.get_or_create(&AgentLabels { agent: agent.into() }).inc_by(n);
         }
     }
@@ -187,10 +198,14 @@ impl Metrics {
     }
 
     pub(crate) fn instance_started(&self) {
-        self.live_instances.inc();
+        if self.enabled {
+            self.live_instances.inc();
+        }
     }
 
     pub(crate) fn instance_ended(&self) {
-        self.live_instances.dec();
+        if self.enabled {
+            self.live_instances.dec();
+        }
     }
 }

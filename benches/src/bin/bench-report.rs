@@ -27,6 +27,7 @@ fn main() {
     let root = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/criterion"));
     let rows: &[Row] = &[
         ("spawn: store + instantiate + call + drop", "spawn/chimera", "spawn/floor", Some(1.1), None),
+        ("metrics overhead: on vs off", "spawn/chimera", "spawn/chimera_metrics_off", Some(1.03), None),
         ("payload 100 B (word-count)", "payload/chimera/100", "payload/floor/100", None, Some(100.0)),
         ("payload 10 KiB (word-count)", "payload/chimera/10240", "payload/floor/10240", None, Some(10240.0)),
         ("payload 1 MiB (word-count)", "payload/chimera/1048576", "payload/floor/1048576", None, Some(1048576.0)),
