@@ -35,12 +35,17 @@ pub struct Floor {
 
 impl Floor {
     pub fn new(component: &[u8]) -> Floor {
+        Floor::new_sized(component, 16)
+    }
+
+    /// A floor whose pool holds `instances` live instances.
+    pub fn new_sized(component: &[u8], instances: u32) -> Floor {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(16)
-            .total_core_instances(128)
-            .total_memories(32)
-            .total_tables(64)
-            .total_stacks(16)
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
             .max_memory_size(1 << 30)
             .linear_memory_keep_resident(2 << 20)
             .table_keep_resident(64 << 10)

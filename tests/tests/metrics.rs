@@ -1,11 +1,7 @@
 //! Outcomes, limit hits and denials are counted; label values come from the
 //! host, never from guest strings.
 
-use chimera_tests::{artifacts, component, host_in, policy, TestServer};
-
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
+use chimera_tests::{artifacts, component, host_in, metric, policy, TestServer};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn outcomes_limit_hits_and_denials_are_counted() {
@@ -30,6 +26,7 @@ async fn outcomes_limit_hits_and_denials_are_counted() {
     assert!(host.run(&snoop, "").await.outcome.is_ok());
 
     let m = host.metrics().encode();
+    let sample = |_: &String, series: &str| metric(&host, series);
     assert_eq!(sample(&m, r#"chimera_tasks_total{agent="echo",outcome="ok"}"#), Some(2.0), "{m}");
     assert_eq!(sample(&m, r#"chimera_tasks_total{agent="spin",outcome="cpu-limit"}"#), Some(1.0));
     assert_eq!(sample(&m, r#"chimera_limit_hits_total{agent="spin",limit="cpu"}"#), Some(1.0));
