@@ -47,3 +47,20 @@ step "a task that blocks for a minute is ended by its 1 s wall-clock limit" \
   $chimera run $agents/sleeper.wasm --policy target/demo-timeout.toml --input 60
 step "audit: what kv-counter imports, what its policy grants, the limits in force" \
   $chimera audit $agents/kv_counter.wasm --policy sample-agents/kv-counter/policy.toml
+
+echo
+echo "==> building the Python and JavaScript kv-counters (componentize-py, ComponentizeJS)"
+scripted=target/guests/scripted
+mkdir -p $scripted
+scripts/build-agent.sh sample-agents/kv-counter-py/app.py $scripted/kv-counter-py.wasm >/dev/null
+scripts/build-agent.sh sample-agents/kv-counter-js/app.js $scripted/kv-counter-js.wasm >/dev/null
+step "Python: the first load compiles the 18 MB component (seconds) and caches it" \
+  $chimera run $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml --input '{"key":"visits"}'
+step "Python, second run: loaded from the compiled-component cache; the count persisted" \
+  $chimera run $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml --input '{"key":"visits"}'
+step "Python under the default policy: refused, naming each filesystem and socket import" \
+  $chimera audit $scripted/kv-counter-py.wasm
+step "Python under its policy: those imports inert (linked, nothing behind them)" \
+  $chimera audit $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml
+step "JavaScript: imports only logging and kv" \
+  $chimera run $scripted/kv-counter-js.wasm --policy sample-agents/kv-counter-js/policy.toml --input '{"key":"visits","by":2}'

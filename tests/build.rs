@@ -2,7 +2,9 @@
 //! the sample agents and Rust attack components with cargo for
 //! `wasm32-wasip2`, the echo agent also for `wasm32-unknown-unknown`
 //! (wrapped by wit-component, so it has no WASI imports), and the WAT attack
-//! components with `wat` + `wit-component`. Writes their paths to
+//! components with `wat` + `wit-component`, the Python agents with
+//! componentize-py and the JavaScript agents with ComponentizeJS (both
+//! installed into `toolchains/` by `scripts/setup.sh`). Writes their paths to
 //! `$OUT_DIR/artifacts.rs`.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +15,16 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     // OUT_DIR is <target>/<profile>/build/<pkg>/out: share <target>/guests with scripts/demo.sh.
     let target_dir = out.ancestors().nth(4).unwrap().join("guests");
-    for dir in ["wit", "guest-sdk/src", "guest-sdk/Cargo.toml", "sample-agents", "attack-components"] {
+    for dir in [
+        "wit",
+        "guest-sdk/src",
+        "guest-sdk/Cargo.toml",
+        "sample-agents",
+        "attack-components",
+        "toolchains/requirements.txt",
+        "toolchains/package-lock.json",
+        "scripts/build-agent.sh",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 
@@ -99,7 +110,59 @@ fn main() {
         std::fs::write(&file, component).unwrap();
         consts.push_str(&constant(&name, &file));
     }
+    // Python and JavaScript agents: one source file each, naming its world in
+    // a `world:` comment, built by scripts/build-agent.sh. The two toolchains
+    // run side by side (each is mostly one core); a component newer than its
+    // source, `wit/` and the toolchain pins is not rebuilt.
+    let scripted = [
+        ("sample-agents/kv-counter-py/app.py", "kv-counter-py"),
+        ("attack-components/python/py_escape.py", "py-escape"),
+        ("sample-agents/kv-counter-js/app.js", "kv-counter-js"),
+        ("attack-components/js/js_spin.js", "js-spin"),
+    ];
+    let scripted_dir = target_dir.join("scripted");
+    std::fs::create_dir_all(&scripted_dir).unwrap();
+    let (python, js): (Vec<_>, Vec<_>) = scripted.iter().partition(|(src, _)| src.ends_with(".py"));
+    std::thread::scope(|s| {
+        for group in [python, js] {
+            let (root, dir) = (&root, &scripted_dir);
+            s.spawn(move || {
+                for (src, name) in group {
+                    build_scripted(root, &root.join(src), &dir.join(format!("{name}.wasm")));
+                }
+            });
+        }
+    });
+    for (_, name) in scripted {
+        consts.push_str(&constant(name, &scripted_dir.join(format!("{name}.wasm"))));
+    }
     std::fs::write(out.join("artifacts.rs"), consts).unwrap();
+}
+
+/// Builds a Python or JavaScript agent into `output`, unless it is up to date.
+fn build_scripted(root: &Path, source: &Path, output: &Path) {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut inputs = vec![source.to_path_buf()];
+    inputs.extend(std::fs::read_dir(root.join("wit")).unwrap().map(|e| e.unwrap().path()));
+    inputs.push(root.join("toolchains/requirements.txt"));
+    inputs.push(root.join("toolchains/package-lock.json"));
+    inputs.push(root.join("scripts/build-agent.sh"));
+    if let Some(built) = modified(output) {
+        if inputs.iter().all(|i| modified(i).is_some_and(|m| m < built)) {
+            return;
+        }
+    }
+    // The same command agent authors use, so the tests build what the docs say.
+    let mut cmd = Command::new(root.join("scripts/build-agent.sh"));
+    cmd.arg(source).arg(output);
+    let result = cmd.output().unwrap_or_else(|e| panic!("cannot run the build of {}: {e}", source.display()));
+    assert!(
+        result.status.success() && output.exists(),
+        "building {} failed:\n{}{}",
+        source.display(),
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
 }
 
 fn constant(name: &str, file: &Path) -> String {

@@ -87,7 +87,8 @@ impl CompileCache {
         let mut data = Sha256::digest(&serialized).to_vec();
         data.extend_from_slice(&serialized);
         // Write then rename, so a crash never leaves a half-written entry under the real name.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // The temporary name is unique per writer: two hosts (or threads) may store one entry at once.
+        let tmp = path.with_extension(format!("tmp{}-{:016x}", std::process::id(), rand::random::<u64>()));
         std::fs::write(&tmp, data)?;
         std::fs::rename(tmp, path)
     }

@@ -28,9 +28,12 @@ pub struct HostConfig {
     /// Linear memory kept resident in a pool slot between tenants (it is
     /// zeroed, not unmapped): the main cost saving of pooling.
     pub keep_resident_bytes: usize,
-    /// Keep compiled components in `data_dir/compiled` and reuse them on
-    /// the next load (see the `cache` module docs).
+    /// Keep compiled components and reuse them on the next load (see the
+    /// `cache` module docs).
     pub cache_compiled: bool,
+    /// Where compiled components are kept; `data_dir/compiled` when unset.
+    /// Hosts with the same engine settings may share one directory.
+    pub compile_cache_dir: Option<PathBuf>,
     /// Record per-task metrics (on by default; off only to measure their cost).
     pub metrics: bool,
     /// Names resolved to fixed addresses instead of through DNS (like
@@ -52,6 +55,7 @@ impl Default for HostConfig {
             keep_resident_bytes: 2 << 20,
             dns_overrides: HashMap::new(),
             cache_compiled: true,
+            compile_cache_dir: None,
             metrics: true,
         }
     }

@@ -170,8 +170,10 @@ impl Host {
             ))
         })?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
-        let cache =
-            config.cache_compiled.then(|| crate::cache::CompileCache::new(config.data_dir.join("compiled"), &engine));
+        let cache = config.cache_compiled.then(|| {
+            let dir = config.compile_cache_dir.clone().unwrap_or_else(|| config.data_dir.join("compiled"));
+            crate::cache::CompileCache::new(dir, &engine)
+        });
         let metrics = Arc::new(Metrics::new(config.metrics));
         Ok(Host {
             inner: Arc::new(HostInner {
@@ -243,7 +245,7 @@ impl Host {
         if !exports.iter().any(|e| e == "run") {
             problems.push("does not export `run` (world chimera:agent/agent)".to_string());
         }
-        let runnable = problems.is_empty() && imports.iter().all(|d| d.verdict == Verdict::Granted);
+        let runnable = problems.is_empty() && imports.iter().all(|d| d.verdict != Verdict::Refused);
         Ok(AuditReport {
             agent: name.to_string(),
             component_bytes: bytes.len() as u64,
@@ -327,7 +329,7 @@ impl Host {
             // Two versions of one interface share one implementation: add it once.
             let interface = d.import.split('@').next().unwrap_or(&d.import);
             if !linked.contains(&interface) {
-                let link = d.link.expect("granted imports carry a link function");
+                let link = d.link.expect("granted and inert imports carry a link function");
                 link(&mut linker).map_err(link_err)?;
                 linked.push(interface);
             }

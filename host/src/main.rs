@@ -263,6 +263,13 @@ fn print_report(report: &TaskReport, json: bool, quiet: bool) -> Result<ExitCode
     Ok(if report.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+fn inert_word(choice: chimera_host::policy::InertOrRefused) -> &'static str {
+    match choice {
+        chimera_host::policy::InertOrRefused::Inert => "inert",
+        chimera_host::policy::InertOrRefused::Refused => "refused",
+    }
+}
+
 fn print_audit(r: &AuditReport) {
     println!("agent {} ({} bytes)", r.agent, r.component_bytes);
     println!();
@@ -271,6 +278,7 @@ fn print_audit(r: &AuditReport) {
     for d in &r.imports {
         let verdict = match d.verdict {
             Verdict::Granted => "granted",
+            Verdict::Inert => "inert",
             Verdict::Refused => "REFUSED",
         };
         println!("{:<width$}  {:<15}  {:<8}  {}", d.import, d.capability, verdict, d.detail);
@@ -286,8 +294,13 @@ fn print_audit(r: &AuditReport) {
         l.memory_mib, l.cpu_ms, l.timeout_ms, r.stack_kib, l.max_input_bytes, l.max_output_bytes, l.resource_handles, l.stdio_bytes
     );
     println!(
-        "wasi baseline: cli={} clocks={} (resolution {} ms) random={}; filesystem and sockets: never",
-        r.wasi.cli, r.wasi.clocks, r.wasi.clock_resolution_ms, r.wasi.random
+        "wasi baseline: cli={} clocks={} (resolution {} ms) random={}; filesystem={} sockets={} (never granted)",
+        r.wasi.cli,
+        r.wasi.clocks,
+        r.wasi.clock_resolution_ms,
+        r.wasi.random,
+        inert_word(r.wasi.filesystem),
+        inert_word(r.wasi.sockets)
     );
     if let Some(ns) = &r.kv_namespace {
         println!("kv namespace: {ns}");
@@ -315,7 +328,10 @@ fn print_audit(r: &AuditReport) {
     }
     println!();
     let refused = r.refused().count();
-    if r.runnable {
+    let inert = r.imports.iter().filter(|d| d.verdict == Verdict::Inert).count();
+    if r.runnable && inert > 0 {
+        println!("verdict: runnable: every import is granted, {inert} of them inert (linked with nothing behind them)");
+    } else if r.runnable {
         println!("verdict: runnable: every import is granted");
     } else if refused > 0 {
         println!("verdict: REFUSED: {refused} import(s) not granted");

@@ -87,7 +87,9 @@ impl Default for Limits {
 
 /// `[wasi]`: which parts of the locked-down WASI baseline are linked.
 ///
-/// `wasi:filesystem` and `wasi:sockets` are never granted.
+/// `wasi:filesystem` and `wasi:sockets` are never granted: they are refused
+/// (the default) or, when a policy asks for it, linked *inert* — present so a
+/// language runtime that imports them can start, with nothing behind them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WasiGrant {
@@ -100,12 +102,36 @@ pub struct WasiGrant {
     pub random: bool,
     /// Resolution of the guest's clocks, in milliseconds (at least 1).
     pub clock_resolution_ms: u64,
+    /// `wasi:filesystem/*`: `"refused"` (default) or `"inert"` — linked with
+    /// no preopened directory, so every path fails inside the agent.
+    pub filesystem: InertOrRefused,
+    /// `wasi:sockets/*`: `"refused"` (default) or `"inert"` — linked with TCP,
+    /// UDP, every socket address and every name lookup refused.
+    pub sockets: InertOrRefused,
 }
 
 impl Default for WasiGrant {
     fn default() -> Self {
-        WasiGrant { cli: true, clocks: true, random: true, clock_resolution_ms: 1 }
+        WasiGrant {
+            cli: true,
+            clocks: true,
+            random: true,
+            clock_resolution_ms: 1,
+            filesystem: InertOrRefused::Refused,
+            sockets: InertOrRefused::Refused,
+        }
     }
+}
+
+/// How a WASI interface that is never granted is treated.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InertOrRefused {
+    /// Not linked: a component importing it does not load.
+    #[default]
+    Refused,
+    /// Linked with nothing behind it: every call fails inside the agent.
+    Inert,
 }
 
 /// `[capabilities.*]`: a section present means granted.
@@ -368,6 +394,16 @@ mod tests {
         let err = Policy::from_toml("[limits]\nmemory_mb = 5\n").unwrap_err().to_string();
         assert!(err.contains("memory_mb"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn filesystem_and_sockets_are_refused_unless_inert_is_asked_for() {
+        let p = Policy::from_toml("").unwrap();
+        assert_eq!((p.wasi.filesystem, p.wasi.sockets), (InertOrRefused::Refused, InertOrRefused::Refused));
+        let p = Policy::from_toml("[wasi]\nfilesystem = \"inert\"\nsockets = \"inert\"\n").unwrap();
+        assert_eq!((p.wasi.filesystem, p.wasi.sockets), (InertOrRefused::Inert, InertOrRefused::Inert));
+        let err = Policy::from_toml("[wasi]\nfilesystem = \"granted\"\n").unwrap_err().to_string();
+        assert!(err.contains("granted") && err.contains("inert") && err.contains("refused"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,39 @@ pub fn host_with_dns(dir: &Path, names: &[(&str, &str)]) -> Host {
         .expect("host starts")
 }
 
+/// A host for the Python and JavaScript agents, whose compiled components
+/// (12-18 MB each) are kept in one directory shared by every test: each is
+/// compiled once per test run, not once per test. Load through
+/// [`load_serially`] so two tests never compile the same one at once.
+pub fn host_sharing_compiled(dir: &Path) -> Host {
+    let shared = Path::new(artifacts::KV_COUNTER_PY).parent().unwrap().join("compiled-for-tests");
+    Host::new(HostConfig {
+        data_dir: dir.to_path_buf(),
+        max_instances: 16,
+        compile_cache_dir: Some(shared),
+        ..HostConfig::default()
+    })
+    .expect("host starts")
+}
+
+/// Loads an agent with other loads in this test binary held off, so a
+/// component compiled by one test is found in the shared cache by the next.
+pub fn load_serially(host: &Host, name: &str, path: &str, policy: Policy) -> Result<Agent, chimera_host::LoadError> {
+    static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    host.load(name, &component(path), policy)
+}
+
+/// A file of this repository, e.g. `sample-agents/kv-counter-py/policy.toml`.
+pub fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(path)
+}
+
+/// The policy that links `wasi:filesystem` and `wasi:sockets` inert, plus `extra`.
+pub fn inert_policy(extra: &str) -> Policy {
+    policy(&format!("[wasi]\nfilesystem = \"inert\"\nsockets = \"inert\"\n{extra}"))
+}
+
 /// Parses a policy, panicking with its error.
 pub fn policy(toml: &str) -> Policy {
     Policy::from_toml(toml).unwrap_or_else(|e| panic!("test policy is invalid: {e}"))

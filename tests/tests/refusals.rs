@@ -54,9 +54,31 @@ fn a_component_importing_wasi_filesystem_is_refused_at_load() {
     assert!(!list.is_empty());
     for (name, reason) in &list {
         assert!(name.starts_with("wasi:filesystem/"), "unexpected refusal of {name}");
-        assert_eq!(reason, "filesystem access is never granted to agents; store data through chimera:agent/kv");
+        assert_eq!(
+            reason,
+            "filesystem access is never granted to agents; store data through chimera:agent/kv \
+             (or set [wasi] filesystem = \"inert\" to link it with no directory behind it)"
+        );
     }
     assert!(list.iter().any(|(n, _)| n.starts_with("wasi:filesystem/preopens@")), "{list:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inert_filesystem_loads_and_every_path_fails_inside_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = chimera_tests::host_in(dir.path());
+    let agent = host
+        .load("fs-escape", &chimera_tests::component(artifacts::FS_ESCAPE), policy("[wasi]\nfilesystem = \"inert\"\n"))
+        .unwrap();
+    // No preopened directory: wasi-libc has nowhere to resolve the path from.
+    let report = host.run(&agent, "").await;
+    assert_eq!(
+        report.outcome,
+        Err(chimera_host::TaskError::Agent {
+            message: "No such file or directory (os error 44)".into(),
+            retryable: false
+        })
+    );
 }
 
 #[test]

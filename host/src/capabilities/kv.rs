@@ -9,7 +9,7 @@ use std::sync::Arc;
 use wasmtime::component::{Linker, WasmList, WasmStr};
 use wasmtime::StoreContextMut;
 
-use super::CapabilityDecision;
+use super::{CapabilityDecision, Grant};
 use crate::bindings::chimera::agent::kv::{self, KeyPage, KvError};
 use crate::error::HostError;
 use crate::policy::{KvGrant, Policy};
@@ -23,14 +23,14 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
         capability: "kv",
         section: "[capabilities.kv]",
         grant: match &policy.capabilities.kv {
-            Some(g) => Ok(format!(
+            Some(g) => Grant::Granted(format!(
                 "namespace {}, {}keys up to {} bytes, values up to {} bytes",
                 g.namespace.as_deref().map(|n| format!("`{n}`")).unwrap_or_else(|| "= agent name".into()),
                 if g.read_only { "read-only, " } else { "" },
                 g.max_key_bytes,
                 g.max_value_bytes
             )),
-            None => Err("not granted; add a [capabilities.kv] section to the policy".into()),
+            None => Grant::Refused("not granted; add a [capabilities.kv] section to the policy".into()),
         },
         link: link_checked,
     }

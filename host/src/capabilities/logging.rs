@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use wasmtime::component::{Linker, WasmList, WasmStr};
 use wasmtime::StoreContextMut;
 
-use super::CapabilityDecision;
+use super::{CapabilityDecision, Grant};
 use crate::bindings::chimera::agent::logging::Level;
 use crate::policy::{LoggingGrant, Policy};
 use crate::state::TaskState;
@@ -18,10 +18,11 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
         capability: "logging",
         section: "[capabilities.logging]",
         grant: match &policy.capabilities.logging {
-            Some(g) => {
-                Ok(format!("log lines up to {} bytes, {} bytes per task", g.max_line_bytes, g.max_bytes_per_task))
-            }
-            None => Err("not granted; add a [capabilities.logging] section to the policy".into()),
+            Some(g) => Grant::Granted(format!(
+                "log lines up to {} bytes, {} bytes per task",
+                g.max_line_bytes, g.max_bytes_per_task
+            )),
+            None => Grant::Refused("not granted; add a [capabilities.logging] section to the policy".into()),
         },
         link: link_zero_copy,
     }

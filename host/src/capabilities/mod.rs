@@ -20,6 +20,9 @@ use crate::state::TaskState;
 pub enum Verdict {
     /// Linked: the policy grants it.
     Granted,
+    /// Linked with nothing behind it, because the policy asks for that: the
+    /// agent loads, and every call it makes through the interface fails.
+    Inert,
     /// Not linked: loading the agent fails.
     Refused,
 }
@@ -35,9 +38,9 @@ pub struct ImportDecision {
     pub capability: &'static str,
     /// The policy section that grants it, if any can.
     pub policy_section: Option<&'static str>,
-    /// Granted or refused.
+    /// Granted, inert or refused.
     pub verdict: Verdict,
-    /// What the grant gives, or why it is refused.
+    /// What the grant gives, what an inert interface answers, or why it is refused.
     pub detail: String,
     #[serde(skip)]
     pub(crate) link: Option<LinkFn>,
@@ -104,19 +107,8 @@ pub fn decide(import: &str, policy: &Policy) -> ImportDecision {
             };
             cap.into_decision(import)
         }
-        "wasi:filesystem" => refused(
-            "wasi-filesystem",
-            None,
-            "filesystem access is never granted to agents; store data through chimera:agent/kv".into(),
-        ),
-        "wasi:sockets" => refused(
-            "wasi-sockets",
-            None,
-            "raw sockets are never granted to agents; use chimera:agent/outbound-http, which the policy can allow"
-                .into(),
-        ),
         "wasi:http" => refused("wasi-http", None, "wasi:http is not offered; use chimera:agent/outbound-http".into()),
-        "wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" => {
+        "wasi:io" | "wasi:cli" | "wasi:clocks" | "wasi:random" | "wasi:filesystem" | "wasi:sockets" => {
             if !version_in_series(name.version, "0.2") {
                 return refused(
                     "unknown",
@@ -146,16 +138,26 @@ pub fn decide(import: &str, policy: &Policy) -> ImportDecision {
 pub(crate) struct CapabilityDecision {
     pub capability: &'static str,
     pub section: &'static str,
-    /// `Ok(what the grant gives)` or `Err(how to grant it)`.
-    pub grant: Result<String, String>,
+    pub grant: Grant,
     pub link: LinkFn,
+}
+
+/// What a policy says of one interface, with the text an auditor reads.
+pub(crate) enum Grant {
+    /// Linked; what the grant gives.
+    Granted(String),
+    /// Linked with nothing behind it; what the agent's calls get.
+    Inert(String),
+    /// Not linked; how a policy would grant it, or why none can.
+    Refused(String),
 }
 
 impl CapabilityDecision {
     fn into_decision(self, import: &str) -> ImportDecision {
         let (verdict, detail, link) = match self.grant {
-            Ok(detail) => (Verdict::Granted, detail, Some(self.link)),
-            Err(detail) => (Verdict::Refused, detail, None),
+            Grant::Granted(detail) => (Verdict::Granted, detail, Some(self.link)),
+            Grant::Inert(detail) => (Verdict::Inert, detail, Some(self.link)),
+            Grant::Refused(detail) => (Verdict::Refused, detail, None),
         };
         ImportDecision {
             import: import.to_string(),
@@ -180,6 +182,11 @@ mod tests {
         assert_eq!((kv.verdict, kv.policy_section), (Verdict::Refused, Some("[capabilities.kv]")));
         assert_eq!(decide("chimera:agent/kv@0.2.0", &p).capability, "unknown");
         assert_eq!(decide("wasi:filesystem/types@0.2.6", &p).verdict, Verdict::Refused);
+        assert_eq!(decide("wasi:sockets/tcp@0.2.9", &p).verdict, Verdict::Refused);
+        let inert = Policy::from_toml("[wasi]\nfilesystem = \"inert\"\nsockets = \"inert\"\n").unwrap();
+        assert_eq!(decide("wasi:filesystem/preopens@0.2.9", &inert).verdict, Verdict::Inert);
+        assert_eq!(decide("wasi:sockets/ip-name-lookup@0.2.9", &inert).verdict, Verdict::Inert);
+        assert_eq!(decide("wasi:sockets/tcp@0.3.0", &inert).verdict, Verdict::Refused);
         assert_eq!(decide("wasi:cli/stdout@0.2.6", &p).verdict, Verdict::Granted);
         assert_eq!(decide("wasi:cli/stdout@0.3.0", &p).verdict, Verdict::Refused);
         assert_eq!(decide("evil:thing/x", &p).capability, "unknown");

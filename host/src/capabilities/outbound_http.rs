@@ -15,7 +15,7 @@ use std::time::Duration;
 use url::{Host, Url};
 use wasmtime::component::{HasSelf, Linker};
 
-use super::CapabilityDecision;
+use super::{CapabilityDecision, Grant};
 use crate::bindings::chimera::agent::outbound_http::{self as wit, HttpError, Method, Request, Response};
 use crate::policy::{HttpGrant, Policy};
 use crate::state::TaskState;
@@ -27,24 +27,25 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
         section: "[capabilities.outbound_http]",
         grant: match &policy.capabilities.outbound_http {
             Some(g) if g.allow.is_empty() => {
-                Ok("linked, but no URL is allowed (add [[capabilities.outbound_http.allow]] rules)".into())
+                Grant::Granted("linked, but no URL is allowed (add [[capabilities.outbound_http.allow]] rules)".into())
             }
-            Some(g) => Ok(g
-                .allow
-                .iter()
-                .map(|a| {
-                    format!(
-                        "{} {}{}",
-                        a.methods.join(","),
-                        a.url,
-                        if a.allow_private { " (private addresses allowed)" } else { "" }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")),
-            None => {
-                Err("not granted; add a [capabilities.outbound_http] section with allow rules to the policy".into())
-            }
+            Some(g) => Grant::Granted(
+                g.allow
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{} {}{}",
+                            a.methods.join(","),
+                            a.url,
+                            if a.allow_private { " (private addresses allowed)" } else { "" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            None => Grant::Refused(
+                "not granted; add a [capabilities.outbound_http] section with allow rules to the policy".into(),
+            ),
         },
         link: |l: &mut Linker<TaskState>| wit::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),
     }

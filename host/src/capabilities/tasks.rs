@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::CapabilityDecision;
+use super::{CapabilityDecision, Grant};
 use crate::bindings::chimera::agent::tasks::{self, CallError};
 use crate::host::RunOptions;
 use crate::policy::{Policy, TasksGrant};
@@ -25,14 +25,16 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
         capability: "tasks",
         section: "[capabilities.tasks]",
         grant: match &policy.capabilities.tasks {
-            Some(g) => Ok(format!(
+            Some(g) => Grant::Granted(format!(
                 "may call {}; {} calls per task, depth {}, {} calls/s",
                 if g.allow.is_empty() { "no agent".to_string() } else { g.allow.join(", ") },
                 g.max_fan_out,
                 g.max_depth,
                 g.rate_per_second
             )),
-            None => Err("not granted; add a [capabilities.tasks] section naming the agents it may call".into()),
+            None => {
+                Grant::Refused("not granted; add a [capabilities.tasks] section naming the agents it may call".into())
+            }
         },
         link: |l: &mut Linker<TaskState>| tasks::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),
     }

@@ -1,7 +1,12 @@
 //! The WASI baseline, locked down: `wasi:cli` with an empty environment,
 //! empty stdin and captured, capped stdout/stderr; `wasi:clocks` coarsened;
-//! `wasi:random`; `wasi:io` for the streams these hand out. Filesystem and
-//! sockets are never linked (see `capabilities::decide`).
+//! `wasi:random`; `wasi:io` for the streams these hand out.
+//!
+//! `wasi:filesystem` and `wasi:sockets` are never granted. A policy may ask
+//! for them *inert*: linked (language runtimes such as CPython import them
+//! whether or not the agent's code uses them) over a context with no
+//! preopened directory, TCP and UDP off, every socket address refused and
+//! name lookup off — so each call fails inside the agent with a WASI error.
 
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -9,13 +14,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::{HasData, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiView};
 
-use super::{CapabilityDecision, LinkFn};
-use crate::policy::{Policy, WasiGrant};
+use super::{CapabilityDecision, Grant, LinkFn};
+use crate::policy::{InertOrRefused, Policy, WasiGrant};
 use crate::state::TaskState;
 use crate::usage::UsageCounters;
 
@@ -77,6 +84,33 @@ const INTERFACES: &[(&str, &str, Part, LinkFn)] = &[
     ("wasi:random", "insecure-seed", Part::Random, |l| {
         random::insecure_seed::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)
     }),
+    ("wasi:filesystem", "types", Part::Filesystem, |l| {
+        filesystem::types::add_to_linker::<TaskState, WasiFilesystem>(l, TaskState::filesystem)
+    }),
+    ("wasi:filesystem", "preopens", Part::Filesystem, |l| {
+        filesystem::preopens::add_to_linker::<TaskState, WasiFilesystem>(l, TaskState::filesystem)
+    }),
+    ("wasi:sockets", "network", Part::Sockets, |l| {
+        sockets::network::add_to_linker::<TaskState, WasiSockets>(l, &Default::default(), TaskState::sockets)
+    }),
+    ("wasi:sockets", "instance-network", Part::Sockets, |l| {
+        sockets::instance_network::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+    }),
+    ("wasi:sockets", "tcp", Part::Sockets, |l| {
+        sockets::tcp::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+    }),
+    ("wasi:sockets", "tcp-create-socket", Part::Sockets, |l| {
+        sockets::tcp_create_socket::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+    }),
+    ("wasi:sockets", "udp", Part::Sockets, |l| {
+        sockets::udp::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+    }),
+    ("wasi:sockets", "udp-create-socket", Part::Sockets, |l| {
+        sockets::udp_create_socket::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+    }),
+    ("wasi:sockets", "ip-name-lookup", Part::Sockets, |l| {
+        sockets::ip_name_lookup::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+    }),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,35 +119,60 @@ enum Part {
     Cli,
     Clocks,
     Random,
+    Filesystem,
+    Sockets,
 }
 
 /// Judges a `wasi:io|cli|clocks|random` interface; `None` if the host has no such interface.
 pub(crate) fn decide(package: &str, interface: &str, policy: &Policy) -> Option<CapabilityDecision> {
     let &(_, _, part, link) = INTERFACES.iter().find(|(p, i, _, _)| *p == package && *i == interface)?;
     let w = &policy.wasi;
-    let (capability, section, granted, what) = match part {
-        Part::Io => (
+    let inert = |choice: InertOrRefused| choice == InertOrRefused::Inert;
+    let granted = |capability, section, granted: bool, what: String| {
+        let grant = if granted {
+            Grant::Granted(what)
+        } else {
+            Grant::Refused(format!("not granted; set {section} = true in the policy"))
+        };
+        CapabilityDecision { capability, section, grant, link }
+    };
+    let inert_or_refused = |capability, section, choice, what: &str, why_never: &str| {
+        let grant = if inert(choice) { Grant::Inert(what.to_string()) } else { Grant::Refused(why_never.to_string()) };
+        CapabilityDecision { capability, section, grant, link }
+    };
+    Some(match part {
+        Part::Io => granted(
             "wasi-io",
             "[wasi] cli or clocks",
-            w.cli || w.clocks,
-            "streams and pollables handed out by cli and clocks".to_string(),
+            w.cli || w.clocks || inert(w.filesystem) || inert(w.sockets),
+            "streams and pollables handed out by the other WASI interfaces".to_string(),
         ),
-        Part::Cli => (
+        Part::Cli => granted(
             "wasi-cli",
             "[wasi] cli",
             w.cli,
             "empty environment and stdin; stdout/stderr captured into the task log; no terminal".to_string(),
         ),
         Part::Clocks => {
-            ("wasi-clocks", "[wasi] clocks", w.clocks, format!("coarsened to {} ms", w.clock_resolution_ms))
+            granted("wasi-clocks", "[wasi] clocks", w.clocks, format!("coarsened to {} ms", w.clock_resolution_ms))
         }
-        Part::Random => ("wasi-random", "[wasi] random", w.random, "random bytes".to_string()),
-    };
-    Some(CapabilityDecision {
-        capability,
-        section,
-        grant: if granted { Ok(what) } else { Err(format!("not granted; set {section} = true in the policy")) },
-        link,
+        Part::Random => granted("wasi-random", "[wasi] random", w.random, "random bytes".to_string()),
+        Part::Filesystem => inert_or_refused(
+            "wasi-filesystem",
+            "[wasi] filesystem",
+            w.filesystem,
+            "inert: no preopened directory, every path fails",
+            "filesystem access is never granted to agents; store data through chimera:agent/kv \
+             (or set [wasi] filesystem = \"inert\" to link it with no directory behind it)",
+        ),
+        Part::Sockets => inert_or_refused(
+            "wasi-sockets",
+            "[wasi] sockets",
+            w.sockets,
+            "inert: TCP, UDP, every address and name lookup refused",
+            "raw sockets are never granted to agents; use chimera:agent/outbound-http, which the policy can allow \
+             (or set [wasi] sockets = \"inert\" to link them with every use refused)",
+        ),
     })
 }
 
@@ -256,7 +315,8 @@ impl HostMonotonicClock for CoarseMonotonicClock {
 
 /// Builds the locked-down WASI context of one task: no preopens, no
 /// environment, no arguments, empty stdin, captured stdout/stderr, coarse
-/// clocks, and no network (sockets are never linked; denied here as well).
+/// clocks, and no network: this is what an inert filesystem or inert sockets
+/// stand on, so the denials below are the ones an agent meets.
 pub(crate) fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr: CapturedOutput) -> WasiCtx {
     let resolution = Duration::from_millis(grant.clock_resolution_ms);
     let mut b = WasiCtxBuilder::new();
@@ -266,7 +326,8 @@ pub(crate) fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr:
         .monotonic_clock(CoarseMonotonicClock { start: Instant::now(), resolution_ns: resolution.as_nanos() as u64 })
         .allow_ip_name_lookup(false)
         .allow_tcp(false)
-        .allow_udp(false);
+        .allow_udp(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
     b.build()
 }
 
