@@ -112,11 +112,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `run` prints the task's log lines itself, after the task: not twice.
+    let default_filter = if matches!(cli.command, Command::Run { .. }) { "warn,chimera::agent=off" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CHIMERA_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHIMERA_LOG").unwrap_or_else(|_| default_filter.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    match run_cli(Cli::parse()) {
+    match run_cli(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
