@@ -31,7 +31,7 @@ fn main() {
     let mut consts = String::new();
     let wasip2 = target_dir.join("wasm32-wasip2/release");
     for (workspace, crates) in [
-        ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch", "flaky"][..]),
+        ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch", "flaky", "passthrough"][..]),
         (
             "attack-components",
             &["fs-escape", "sleeper", "snoop", "socket-escape", "kv-escape", "egress", "fork-bomb"][..],

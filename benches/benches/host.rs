@@ -43,6 +43,48 @@ fn payloads(c: &mut Criterion) {
     group.finish();
 }
 
+/// The boundary alone: passthrough returns its input, so a task is the
+/// input copied into the guest and the output copied back (and, for
+/// Chimera, the input and output limits checked).
+fn payload_copy(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bytes = std::fs::read(artifacts::PASSTHROUGH).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let floor = Floor::new(&bytes);
+    let host = host(dir.path());
+    let policy = Policy::from_file(&chimera_tests::repo_file("sample-agents/passthrough/policy.toml")).unwrap();
+    let agent = host.load("passthrough", &bytes, policy).unwrap();
+    let mut group = c.benchmark_group("payload_copy");
+    for size in [100, 10 << 10, 64 << 10, 1 << 20] {
+        let input = "a".repeat(size);
+        assert_eq!(rt.block_on(host.run(&agent, &input)).outcome.as_deref(), Ok(input.as_str()));
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("floor", size), &input, |b, i| b.to_async(&rt).iter(|| floor.run(i)));
+        group.bench_with_input(BenchmarkId::new("chimera", size), &input, |b, i| {
+            b.to_async(&rt).iter(|| host.run(&agent, i))
+        });
+    }
+    group.finish();
+}
+
+/// A call into an instance kept alive between calls (no instantiation).
+fn warm_call(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let bytes = std::fs::read(artifacts::WORD_COUNT).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let floor = Floor::new(&bytes);
+    let host = host(dir.path());
+    let agent = Arc::new(host.load("word-count", &bytes, Policy::default()).unwrap());
+    let mut floor_warm = rt.block_on(floor.warm());
+    let mut warm = rt.block_on(host.warm(agent)).unwrap();
+    let input = r#"{"text":"a"}"#;
+    assert_eq!(rt.block_on(warm.call(input)).as_deref(), Ok(rt.block_on(floor_warm.call(input)).as_str()));
+    let mut group = c.benchmark_group("warm_call");
+    group.bench_function("floor", |b| b.iter(|| rt.block_on(floor_warm.call(input))));
+    group.bench_function("chimera", |b| b.iter(|| rt.block_on(warm.call(input)).unwrap()));
+    group.finish();
+}
+
 fn capabilities(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -84,9 +126,7 @@ fn scheduler(c: &mut Criterion) {
     group.bench_function("submit_to_result", |b| {
         b.to_async(&rt).iter(|| async {
             let id = scheduler.submit(submission.clone()).await.unwrap();
-            while !scheduler.status(id).unwrap().status.is_final() {
-                tokio::task::yield_now().await;
-            }
+            scheduler.wait(id).await.unwrap();
         })
     });
     group.finish();
@@ -113,5 +153,5 @@ fn loads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, payloads, capabilities, scheduler, loads);
+criterion_group!(benches, payloads, payload_copy, warm_call, capabilities, scheduler, loads);
 criterion_main!(benches);

@@ -60,11 +60,32 @@ impl Floor {
         Floor { pre, engine }
     }
 
+    /// One instance kept for repeated calls: the floor of a warm call.
+    pub async fn warm(&self) -> FloorWarm {
+        let mut store =
+            Store::new(&self.engine, FloorState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        let instance = self.pre.instantiate_async(&mut store).await.unwrap();
+        FloorWarm { store, instance }
+    }
+
     /// Store + instantiate + call + drop.
     pub async fn run(&self, input: &str) -> String {
         let mut store =
             Store::new(&self.engine, FloorState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
         let agent = self.pre.instantiate_async(&mut store).await.unwrap();
         agent.call_run(&mut store, input).await.unwrap().unwrap()
+    }
+}
+
+/// A raw wasmtime instance kept between calls.
+pub struct FloorWarm {
+    store: Store<FloorState>,
+    instance: bindings::Agent,
+}
+
+impl FloorWarm {
+    /// Calls `run` on the live instance.
+    pub async fn call(&mut self, input: &str) -> String {
+        self.instance.call_run(&mut self.store, input).await.unwrap().unwrap()
     }
 }

@@ -59,9 +59,9 @@ pub struct HostInner {
 /// An agent ready to run: compiled, checked against its policy, linked with
 /// only its granted capabilities, and pre-instantiated.
 pub struct Agent {
-    name: Arc<str>,
-    policy: Arc<Policy>,
-    pre: AgentPre<TaskState>,
+    pub(crate) name: Arc<str>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) pre: AgentPre<TaskState>,
     imports: Vec<ImportDecision>,
     kv: Option<(Arc<KvStore>, Arc<str>)>,
     http: Option<Arc<HttpAccess>>,
@@ -83,6 +83,27 @@ impl Agent {
     /// Its imports, all granted.
     pub fn imports(&self) -> &[ImportDecision] {
         &self.imports
+    }
+}
+
+/// What `run` returned, checked against the output limit and with the
+/// agent's own error message escaped and capped.
+pub(crate) fn checked_output(agent: &Agent, result: Result<String, AgentError>) -> Result<String, TaskError> {
+    match result {
+        Ok(output) => {
+            let limit = agent.policy.limits.max_output_bytes;
+            if output.len() as u64 > limit {
+                return Err(TaskError::OutputTooLarge { size: output.len() as u64, limit });
+            }
+            Ok(output)
+        }
+        Err(AgentError { message, retryable }) => {
+            let mut budget = 4096;
+            Err(TaskError::Agent {
+                message: crate::capabilities::logging::escape_capped(&message, &mut budget),
+                retryable,
+            })
+        }
     }
 }
 
@@ -468,7 +489,7 @@ impl Host {
         TaskReport { task_id, agent: agent.name.to_string(), outcome, usage: report_usage, logs }
     }
 
-    fn new_store(
+    pub(crate) fn new_store(
         &self,
         agent: &Agent,
         log: TaskLog,
@@ -532,26 +553,17 @@ impl Host {
             Ok(r) => r,
             Err(e) => return Err(self.classify(e, &store, agent, false)),
         };
-        match result {
-            Ok(output) => {
-                let limit = agent.policy.limits.max_output_bytes;
-                if output.len() as u64 > limit {
-                    return Err(TaskError::OutputTooLarge { size: output.len() as u64, limit });
-                }
-                Ok(output)
-            }
-            Err(AgentError { message, retryable }) => {
-                let mut budget = 4096;
-                Err(TaskError::Agent {
-                    message: crate::capabilities::logging::escape_capped(&message, &mut budget),
-                    retryable,
-                })
-            }
-        }
+        checked_output(agent, result)
     }
 
     /// Turns a wasmtime error into a typed task error naming the limit.
-    fn classify(&self, e: wasmtime::Error, store: &Store<TaskState>, agent: &Agent, instantiating: bool) -> TaskError {
+    pub(crate) fn classify(
+        &self,
+        e: wasmtime::Error,
+        store: &Store<TaskState>,
+        agent: &Agent,
+        instantiating: bool,
+    ) -> TaskError {
         let limits = &agent.policy.limits;
         match store.data().limiter.hit {
             Some(LimitHit::Memory { limit, requested }) => {

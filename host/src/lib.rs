@@ -28,6 +28,7 @@ pub mod scheduler;
 pub mod server;
 mod state;
 pub mod usage;
+mod warm;
 
 pub use audit::AuditReport;
 pub use capabilities::logging::{LogLine, LogSource};
@@ -37,5 +38,6 @@ pub use error::{HostError, LoadError, PolicyError, TaskError};
 pub use host::{Agent, Host, RunOptions, TaskReport};
 pub use metrics::Metrics;
 pub use policy::Policy;
-pub use scheduler::{Priority, Scheduler, SchedulerConfig, Submission, TaskRecord, TaskStatus};
+pub use scheduler::{Priority, Queued, ReadyQueue, Scheduler, SchedulerConfig, Submission, TaskRecord, TaskStatus};
 pub use usage::ResourceUsage;
+pub use warm::WarmInstance;

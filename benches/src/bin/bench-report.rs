@@ -20,47 +20,150 @@ fn show(ns: f64) -> String {
     }
 }
 
-/// (label, chimera id, floor id, target ratio, bytes per iteration)
-type Row = (&'static str, &'static str, &'static str, Option<f64>, Option<f64>);
+/// What a row is held to.
+#[derive(Clone, Copy)]
+enum Target {
+    /// Only measured.
+    None,
+    /// Chimera's time at most this many times the floor's.
+    MaxRatio(f64),
+    /// Chimera's rate at least this fraction of the floor's (time ratio ≤ 1 / fraction).
+    MinShareOfRate(f64),
+    /// Chimera moves at least this many MiB/s.
+    MinMibPerSec(f64),
+}
+
+/// One row: label, chimera id, floor id, target, bytes per iteration, tasks per iteration.
+struct Row {
+    label: &'static str,
+    chimera: &'static str,
+    floor: &'static str,
+    target: Target,
+    bytes: Option<f64>,
+    tasks: Option<f64>,
+}
+
+const fn row(label: &'static str, chimera: &'static str, floor: &'static str, target: Target) -> Row {
+    Row { label, chimera, floor, target, bytes: None, tasks: None }
+}
+
+const fn bytes(mut r: Row, n: f64) -> Row {
+    r.bytes = Some(n);
+    r
+}
+
+const fn tasks(mut r: Row, n: f64) -> Row {
+    r.tasks = Some(n);
+    r
+}
 
 fn main() {
+    use Target::*;
     let root = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target/criterion"));
-    let rows: &[Row] = &[
-        ("spawn: store + instantiate + call + drop", "spawn/chimera", "spawn/floor", Some(1.1), None),
-        ("metrics overhead: on vs off", "spawn/chimera", "spawn/chimera_metrics_off", Some(1.03), None),
-        ("payload 100 B (word-count)", "payload/chimera/100", "payload/floor/100", None, Some(100.0)),
-        ("payload 10 KiB (word-count)", "payload/chimera/10240", "payload/floor/10240", None, Some(10240.0)),
-        ("payload 1 MiB (word-count)", "payload/chimera/1048576", "payload/floor/1048576", None, Some(1048576.0)),
-        (
+    let rows = [
+        row("spawn: store + instantiate + call + drop", "spawn/chimera", "spawn/floor", MaxRatio(1.1)),
+        row("warm call: call into a live instance", "warm_call/chimera", "warm_call/floor", MaxRatio(1.2)),
+        tasks(
+            row(
+                "throughput: 200 trivial tasks, scheduler end to end vs 2 raw threads",
+                "throughput/chimera_scheduler",
+                "throughput/floor_two_threads",
+                MinShareOfRate(0.8),
+            ),
+            200.0,
+        ),
+        row(
             "scheduler: submit → result vs direct run",
             "scheduler/submit_to_result",
             "scheduler/direct_host_run",
             None,
+        ),
+        row(
+            "retry: fails once then succeeds vs succeeds at once",
+            "retry/fails_once_then_succeeds",
+            "retry/succeeds_at_once",
             None,
         ),
-        ("1 task in flight", "scaling/chimera/1", "scaling/floor/1", None, None),
-        ("10 tasks in flight", "scaling/chimera/10", "scaling/floor/10", None, None),
-        ("50 tasks in flight", "scaling/chimera/50", "scaling/floor/50", None, None),
-        ("load: cached vs cold compile", "load/cached", "load/cold_compile", None, None),
-        ("task with one log line", "capability/task_with_log_line", "spawn/floor", None, None),
-        ("task with one KV increment", "capability/task_with_kv_increment", "spawn/floor", None, None),
+        row("metrics overhead: on vs off", "spawn/chimera", "spawn/chimera_metrics_off", MaxRatio(1.03)),
+        row(
+            "queue: push + pop, 2 threads contending (vs Mutex<VecDeque>)",
+            "queue/ready_queue",
+            "queue/floor_mutex_vecdeque",
+            None,
+        ),
+        bytes(
+            row("payload copy 100 B (passthrough)", "payload_copy/chimera/100", "payload_copy/floor/100", None),
+            100.0,
+        ),
+        bytes(
+            row("payload copy 10 KiB (passthrough)", "payload_copy/chimera/10240", "payload_copy/floor/10240", None),
+            10240.0,
+        ),
+        bytes(
+            row(
+                "payload copy 64 KiB (passthrough)",
+                "payload_copy/chimera/65536",
+                "payload_copy/floor/65536",
+                MinMibPerSec(1024.0),
+            ),
+            65536.0,
+        ),
+        bytes(
+            row(
+                "payload copy 1 MiB (passthrough)",
+                "payload_copy/chimera/1048576",
+                "payload_copy/floor/1048576",
+                MinMibPerSec(1024.0),
+            ),
+            1048576.0,
+        ),
+        bytes(row("payload 100 B (word-count parse)", "payload/chimera/100", "payload/floor/100", None), 100.0),
+        bytes(row("payload 10 KiB (word-count parse)", "payload/chimera/10240", "payload/floor/10240", None), 10240.0),
+        bytes(
+            row("payload 1 MiB (word-count parse)", "payload/chimera/1048576", "payload/floor/1048576", None),
+            1048576.0,
+        ),
+        row("1 task in flight", "scaling/chimera/1", "scaling/floor/1", None),
+        row("10 tasks in flight", "scaling/chimera/10", "scaling/floor/10", None),
+        row("50 tasks in flight", "scaling/chimera/50", "scaling/floor/50", None),
+        row("load: cached vs cold compile", "load/cached", "load/cold_compile", None),
+        row("task with one log line", "capability/task_with_log_line", "spawn/floor", None),
+        row("task with one KV increment", "capability/task_with_kv_increment", "spawn/floor", None),
     ];
     println!("| benchmark | chimera | floor | ratio | target | result |");
     println!("|---|---|---|---|---|---|");
-    for (label, chimera, floor, target, bytes) in rows {
-        let (Some(c), Some(f)) = (median_ns(&root, chimera), median_ns(&root, floor)) else {
-            println!("| {label} | not run | | | | |");
+    for r in &rows {
+        let (Some(c), Some(f)) = (median_ns(&root, r.chimera), median_ns(&root, r.floor)) else {
+            println!("| {} | not run | | | | |", r.label);
             continue;
         };
         let ratio = c / f;
-        let rate =
-            |ns: f64| bytes.map(|b| format!(" ({:.0} MiB/s)", b / (ns / 1e9) / (1 << 20) as f64)).unwrap_or_default();
-        let (target_text, result) = match target {
-            Some(t) => (format!("≤ {t:.2}×"), if ratio <= *t { "pass" } else { "miss" }),
-            None => ("—".to_string(), "measured"),
+        let rate = |ns: f64| {
+            let mut extra = String::new();
+            if let Some(b) = r.bytes {
+                extra += &format!(" ({:.0} MiB/s)", b / (ns / 1e9) / (1 << 20) as f64);
+            }
+            if let Some(t) = r.tasks {
+                extra += &format!(" ({:.0} tasks/s)", t / (ns / 1e9));
+            }
+            extra
+        };
+        let pass = |ok: bool| if ok { "pass" } else { "miss" };
+        let (target_text, result) = match r.target {
+            Target::None => ("—".to_string(), "measured"),
+            Target::MaxRatio(t) => (format!("≤ {t:.2}×"), pass(ratio <= t)),
+            Target::MinShareOfRate(share) => (
+                format!("≥ {:.0}% of floor's rate (now {:.0}%)", share * 100.0, 100.0 / ratio),
+                pass(1.0 / ratio >= share),
+            ),
+            Target::MinMibPerSec(min) => {
+                let mibs = r.bytes.unwrap_or(0.0) / (c / 1e9) / (1 << 20) as f64;
+                (format!("≥ {:.0} GiB/s", min / 1024.0), pass(mibs >= min))
+            }
         };
         println!(
-            "| {label} | {}{} | {}{} | {ratio:.2}× | {target_text} | {result} |",
+            "| {} | {}{} | {}{} | {ratio:.2}× | {target_text} | {result} |",
+            r.label,
             show(c),
             rate(c),
             show(f),

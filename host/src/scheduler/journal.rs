@@ -1,17 +1,27 @@
 //! The task journal: every accepted task, durably, in the same embedded
 //! store as KV. A task is written before its submission is acknowledged and
 //! again at every final state, so a restart finds each accepted task.
+//!
+//! Writes are group-committed: one writer thread takes every write waiting
+//! at that moment and commits them in one durable transaction, so concurrent
+//! tasks share one fsync instead of paying one each. A caller is answered
+//! only after the transaction holding its records has committed.
 
 use redb::{ReadableTable, TableDefinition};
+use std::sync::mpsc;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 use super::TaskRecord;
 use crate::capabilities::kv::KvStore;
 
 const TASKS: TableDefinition<u64, &str> = TableDefinition::new("journal_tasks");
 
+/// Most records committed in one transaction; more wait for the next.
+const MAX_GROUP: usize = 4096;
+
 /// Why the journal could not be read or written.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("task journal: {0}")]
 pub struct JournalError(String);
 
@@ -25,9 +35,12 @@ fn err(e: impl std::fmt::Display) -> JournalError {
     JournalError(e.to_string())
 }
 
+type Reply = oneshot::Sender<Result<(), JournalError>>;
+
 #[derive(Clone)]
 pub(crate) struct Journal {
     store: Arc<KvStore>,
+    writer: mpsc::Sender<(Vec<TaskRecord>, Reply)>,
 }
 
 impl Journal {
@@ -35,7 +48,14 @@ impl Journal {
         let tx = store.database().begin_write().map_err(err)?;
         tx.open_table(TASKS).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(Journal { store })
+        let (writer, requests) = mpsc::channel();
+        let thread_store = store.clone();
+        // Ends when the last `Journal` clone is dropped and the channel closes.
+        std::thread::Builder::new()
+            .name("chimera-journal".into())
+            .spawn(move || group_commit_loop(&thread_store, &requests))
+            .map_err(|e| err(format!("cannot start the journal writer: {e}")))?;
+        Ok(Journal { store, writer })
     }
 
     /// Every task in the journal.
@@ -50,24 +70,61 @@ impl Journal {
         Ok(records)
     }
 
-    /// Writes `records` and waits for them to reach the disk.
+    /// Writes `records` in one transaction and waits for them to reach the disk.
     pub fn write(&self, records: &[TaskRecord]) -> Result<(), JournalError> {
-        let tx = self.store.database().begin_write().map_err(err)?;
-        {
-            let mut table = tx.open_table(TASKS).map_err(err)?;
-            for record in records {
-                let json = serde_json::to_string(record).map_err(err)?;
-                table.insert(record.id, json.as_str()).map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
+        write_group(&self.store, records.iter())
     }
 
-    /// [`Journal::write`] off the async workers.
+    /// Queues `records` for the next group commit and waits until it is durable.
     pub async fn write_async(&self, records: Vec<TaskRecord>) -> Result<(), JournalError> {
-        let journal = self.clone();
-        tokio::task::spawn_blocking(move || journal.write(&records))
-            .await
-            .map_err(|e| JournalError(format!("journal writer failed: {e}")))?
+        let (reply, done) = oneshot::channel();
+        self.writer.send((records, reply)).map_err(|_| err("the journal writer has stopped"))?;
+        done.await.map_err(|_| err("the journal writer stopped before committing"))?
+    }
+
+    /// Queues `records` for the next group commit without waiting. Writes
+    /// commit in the order they were queued, so a later write awaited with
+    /// [`Journal::write_async`] is durable only once this one is too.
+    pub fn write_queued(&self, records: Vec<TaskRecord>) {
+        let (reply, _) = oneshot::channel();
+        if self.writer.send((records, reply)).is_err() {
+            tracing::error!("task journal: the journal writer has stopped");
+        }
+    }
+}
+
+fn write_group<'a>(store: &KvStore, records: impl Iterator<Item = &'a TaskRecord>) -> Result<(), JournalError> {
+    let tx = store.database().begin_write().map_err(err)?;
+    {
+        let mut table = tx.open_table(TASKS).map_err(err)?;
+        // In arrival order: a later state of the same task overwrites an earlier one.
+        for record in records {
+            let json = serde_json::to_string(record).map_err(err)?;
+            table.insert(record.id, json.as_str()).map_err(err)?;
+        }
+    }
+    tx.commit().map_err(err)
+}
+
+fn group_commit_loop(store: &KvStore, requests: &mpsc::Receiver<(Vec<TaskRecord>, Reply)>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        let mut count = group[0].0.len();
+        while count < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(next) => {
+                    count += next.0.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = write_group(store, group.iter().flat_map(|(records, _)| records.iter()));
+        if let Err(e) = &result {
+            tracing::error!("{e}");
+        }
+        for (_, reply) in group {
+            let _ = reply.send(result.clone());
+        }
     }
 }

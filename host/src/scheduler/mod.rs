@@ -8,14 +8,15 @@ mod metrics;
 mod queue;
 
 pub use journal::JournalError;
-pub use queue::Priority;
+pub use queue::{Priority, Queued, ReadyQueue};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TaskError;
@@ -23,7 +24,6 @@ use crate::host::{Agent, Host, RunOptions};
 use crate::usage::ResourceUsage;
 use journal::Journal;
 use metrics::SchedulerMetrics;
-use queue::{Queued, ReadyQueue};
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -192,6 +192,8 @@ struct State {
     idempotency: HashMap<String, u64>,
     /// Tasks waiting out a retry delay (they count against `max_queued`).
     retrying: usize,
+    /// Callers of [`Scheduler::wait`], by task.
+    waiters: HashMap<u64, Vec<oneshot::Sender<TaskRecord>>>,
     next_id: u64,
 }
 
@@ -204,6 +206,8 @@ struct Shared {
     journal: Journal,
     stop: CancellationToken,
     metrics: SchedulerMetrics,
+    /// Records of finished attempts on their way to the journal.
+    committing: AtomicUsize,
 }
 
 /// The scheduler. Cheap to clone; all clones share one queue.
@@ -235,6 +239,7 @@ impl Scheduler {
             running_per_agent: HashMap::new(),
             idempotency: HashMap::new(),
             retrying: 0,
+            waiters: HashMap::new(),
             next_id: 1,
         };
         let mut recovered = Vec::new();
@@ -266,6 +271,7 @@ impl Scheduler {
             journal,
             stop: CancellationToken::new(),
             metrics,
+            committing: AtomicUsize::new(0),
         });
         shared.metrics.set_queue_depth(&shared.state.lock().unwrap().queue);
         for _ in 0..shared.config.workers.max(1) {
@@ -357,6 +363,23 @@ impl Scheduler {
         self.shared.state.lock().unwrap().records.get(&id).cloned()
     }
 
+    /// Waits until the task reaches a final state and returns its record
+    /// (`None` if there is no such task, or the scheduler stopped first).
+    /// Final states reported here are already in the journal.
+    pub async fn wait(&self, id: u64) -> Option<TaskRecord> {
+        let done = {
+            let mut st = self.shared.state.lock().unwrap();
+            let record = st.records.get(&id)?;
+            if record.status.is_final() {
+                return Some(record.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            st.waiters.entry(id).or_default().push(tx);
+            rx
+        };
+        done.await.ok()
+    }
+
     /// Cancels a task: a queued one never runs; a running one is interrupted
     /// at its next epoch check and its instance thrown away.
     pub async fn cancel(&self, id: u64) -> Result<TaskStatus, CancelError> {
@@ -381,9 +404,10 @@ impl Scheduler {
             record.clone()
         };
         s.metrics.finished(&record.agent, TaskStatus::Cancelled);
-        if let Err(e) = s.journal.write_async(vec![record]).await {
+        if let Err(e) = s.journal.write_async(vec![record.clone()]).await {
             tracing::error!("{e}");
         }
+        s.notify_final(&record);
         Ok(TaskStatus::Cancelled)
     }
 
@@ -405,7 +429,8 @@ impl Scheduler {
         s.stop.cancel();
         s.wake.notify_waiters();
         let until = Instant::now() + grace;
-        while Instant::now() < until && !s.state.lock().unwrap().running.is_empty() {
+        let busy = || !s.state.lock().unwrap().running.is_empty() || s.committing.load(Ordering::SeqCst) > 0;
+        while Instant::now() < until && busy() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -423,6 +448,14 @@ struct Job {
 }
 
 impl Shared {
+    /// Answers the callers waiting for this task's final state.
+    fn notify_final(&self, record: &TaskRecord) {
+        let waiters = self.state.lock().unwrap().waiters.remove(&record.id);
+        for waiter in waiters.into_iter().flatten() {
+            let _ = waiter.send(record.clone());
+        }
+    }
+
     async fn worker(self: Arc<Self>) {
         loop {
             let job = tokio::select! {
@@ -456,14 +489,18 @@ impl Shared {
             };
             if let Some(record) = expired {
                 self.metrics.finished(&record.agent, record.status);
-                let _ = self.journal.write_async(vec![record]).await;
+                if let Err(e) = self.journal.write_async(vec![record.clone()]).await {
+                    tracing::error!("{e}");
+                }
+                self.notify_final(&record);
                 continue;
             }
             if let Some((job, record)) = job {
-                // Durable, so an attempt cut off by a crash is known as such.
-                if let Err(e) = self.journal.write_async(vec![record]).await {
-                    tracing::error!("{e}");
-                }
+                // Queued, not awaited: the task's final write comes after it and
+                // is awaited, so a result is never reported before this is durable.
+                // A crash before it commits finds the task pending and runs it
+                // again, only without the attempt marked interrupted.
+                self.journal.write_queued(vec![record]);
                 return Some(job);
             }
             wake.await;
@@ -563,27 +600,37 @@ impl Shared {
         if record.status.is_final() {
             self.metrics.finished(&record.agent, record.status);
         }
-        if let Err(e) = self.journal.write_async(vec![record.clone()]).await {
-            tracing::error!("{e}");
-        }
-        if let Some(delay) = retry_after {
+        if retry_after.is_some() {
             self.metrics.retried(&record.agent);
-            let shared = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let mut st = shared.state.lock().unwrap();
-                st.retrying -= 1;
-                let Some(record) = st.records.get(&job.id) else { return };
-                if record.status != TaskStatus::Pending {
-                    return; // cancelled while waiting
-                }
-                let (priority, agent) = (record.priority, record.agent.as_str().into());
-                st.queue.push(priority, Queued { id: job.id, agent, since: Instant::now() });
-                shared.metrics.set_queue_depth(&st.queue);
-                drop(st);
-                shared.wake.notify_one();
-            });
         }
+        // The worker goes on to the next task while this one's record is
+        // committed (with others' in one group); its waiters are answered,
+        // and a retry queued, only once the record is durable.
+        let shared = self.clone();
+        self.committing.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let written = shared.journal.write_async(vec![record.clone()]).await;
+            shared.committing.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = written {
+                tracing::error!("{e}");
+            }
+            if record.status.is_final() {
+                shared.notify_final(&record);
+            }
+            let Some(delay) = retry_after else { return };
+            tokio::time::sleep(delay).await;
+            let mut st = shared.state.lock().unwrap();
+            st.retrying -= 1;
+            let Some(record) = st.records.get(&job.id) else { return };
+            if record.status != TaskStatus::Pending {
+                return; // cancelled while waiting
+            }
+            let (priority, agent) = (record.priority, record.agent.as_str().into());
+            st.queue.push(priority, Queued { id: job.id, agent, since: Instant::now() });
+            shared.metrics.set_queue_depth(&st.queue);
+            drop(st);
+            shared.wake.notify_one();
+        });
     }
 
     /// Exponential backoff with ±50% jitter: base × 2^(attempt−1), capped.

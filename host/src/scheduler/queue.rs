@@ -52,9 +52,12 @@ impl std::str::FromStr for Priority {
 
 /// A task waiting in the queue.
 #[derive(Debug, Clone)]
-pub(crate) struct Queued {
+pub struct Queued {
+    /// The task's id.
     pub id: u64,
+    /// The agent that runs it.
     pub agent: Arc<str>,
+    /// When it was queued (for aging).
     pub since: Instant,
 }
 
@@ -72,16 +75,24 @@ impl Level {
     }
 }
 
-/// The ready queue.
+/// The scheduler's ready queue: five priority levels, FIFO per agent,
+/// agents taking turns within a level, and aging. Public so embedders and
+/// benchmarks can use it on its own; the scheduler keeps it behind its lock.
 #[derive(Default)]
-pub(crate) struct ReadyQueue {
+pub struct ReadyQueue {
     levels: [Level; 5],
     len: usize,
 }
 
 impl ReadyQueue {
+    /// Tasks queued, over all levels.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Tasks queued at `priority`.
@@ -89,6 +100,7 @@ impl ReadyQueue {
         self.levels[priority.index()].per_agent.values().map(VecDeque::len).sum()
     }
 
+    /// Queues `task` at `priority`, behind the agent's earlier tasks.
     pub fn push(&mut self, priority: Priority, task: Queued) {
         let level = &mut self.levels[priority.index()];
         let queue = level.per_agent.entry(task.agent.clone()).or_default();
