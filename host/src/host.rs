@@ -86,6 +86,24 @@ impl Agent {
     }
 }
 
+/// Moves what the task wrote to stdout and stderr into its log, line by
+/// line; returns the bytes dropped past the stdio cap.
+pub(crate) fn stdio_into_log(log: &TaskLog, stdout: &CapturedOutput, stderr: &CapturedOutput) -> u64 {
+    use crate::bindings::chimera::agent::logging::Level;
+    let mut dropped = 0;
+    for (pipe, source, level) in [(stdout, LogSource::Stdout, Level::Info), (stderr, LogSource::Stderr, Level::Warn)] {
+        if pipe.is_empty() {
+            continue;
+        }
+        let (text, lost) = pipe.take();
+        dropped += lost;
+        for line in text.lines() {
+            log.record(level, source, line, &[]);
+        }
+    }
+    dropped
+}
+
 /// What `run` returned, checked against the output limit and with the
 /// agent's own error message escaped and capped.
 pub(crate) fn checked_output(agent: &Agent, result: Result<String, AgentError>) -> Result<String, TaskError> {
@@ -455,19 +473,7 @@ impl Host {
                 _ = cancelled => Err(TaskError::Cancelled),
                 _ = deadline => Err(TaskError::DeadlineExceeded),
             };
-            let mut dropped = 0;
-            for (pipe, source, level) in [(stdout, LogSource::Stdout, "info"), (stderr, LogSource::Stderr, "warn")] {
-                let (text, lost) = pipe.take();
-                dropped += lost;
-                for line in text.lines() {
-                    let level = if level == "warn" {
-                        crate::bindings::chimera::agent::logging::Level::Warn
-                    } else {
-                        crate::bindings::chimera::agent::logging::Level::Info
-                    };
-                    log.record(level, source, line, &[]);
-                }
-            }
+            let dropped = stdio_into_log(&log, &stdout, &stderr);
             UsageCounters::add(&usage.stdio_dropped, dropped);
             outcome
         };

@@ -19,7 +19,7 @@ use crate::capabilities::logging::TaskLog;
 use crate::capabilities::tasks::CallChain;
 use crate::capabilities::wasi::CapturedOutput;
 use crate::error::TaskError;
-use crate::host::{checked_output, Agent, Host, RunOptions};
+use crate::host::{checked_output, stdio_into_log, Agent, Host, RunOptions};
 use crate::state::TaskState;
 use crate::usage::UsageCounters;
 
@@ -33,6 +33,7 @@ pub struct WarmInstance {
     stdio: (CapturedOutput, CapturedOutput),
     /// Why the instance can no longer be called.
     broken: Option<String>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Host {
@@ -54,14 +55,15 @@ impl Host {
             Ok(instance) => instance,
             Err(e) => return Err(self.classify(e, &store, &agent, true)),
         };
-        Ok(WarmInstance { host: self.clone(), agent, store, instance, log, stdio, broken: None })
+        let timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+        Ok(WarmInstance { host: self.clone(), agent, store, instance, log, stdio, broken: None, timer })
     }
 }
 
 impl WarmInstance {
-    /// Runs one task in this instance. The agent's log lines go to the
-    /// host's tracing output (they are not kept, so a long-lived instance
-    /// does not pile them up).
+    /// Runs one task in this instance. The agent's log lines, stdout and
+    /// stderr go to the host's tracing output (they are not kept, so a
+    /// long-lived instance does not pile them up).
     pub async fn call(&mut self, input: &str) -> Result<String, TaskError> {
         if let Some(reason) = &self.broken {
             return Err(TaskError::Instantiate {
@@ -78,8 +80,15 @@ impl WarmInstance {
         // A fresh CPU budget for each call.
         self.store.data_mut().cpu_ticks = 0;
         self.store.set_epoch_deadline(1);
-        let timeout = Duration::from_millis(limits.timeout_ms);
-        let outcome = match tokio::time::timeout(timeout, self.instance.call_run(&mut self.store, input)).await {
+        let ends = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
+        // One timer for the instance's life, moved for each call.
+        self.timer.as_mut().reset(ends);
+        let call = tokio::select! {
+            biased;
+            r = self.instance.call_run(&mut self.store, input) => Ok(r),
+            _ = self.timer.as_mut() => Err(()),
+        };
+        let outcome = match call {
             Ok(Ok(result)) => checked_output(&self.agent, result),
             Ok(Err(e)) => {
                 let error = self.host.classify(e, &self.store, &self.agent, false);
@@ -92,10 +101,12 @@ impl WarmInstance {
                 Err(TaskError::Timeout { limit_ms: limits.timeout_ms })
             }
         };
-        // Lines were already emitted to tracing as they came; release what was kept.
+        // Log lines went to tracing as they came; stdout and stderr go there
+        // now. What was kept is released, so a long-lived instance keeps nothing.
+        let dropped = stdio_into_log(&self.log, &self.stdio.0, &self.stdio.1);
+        UsageCounters::add(&self.store.data().usage.stdio_dropped, dropped);
+        // A fresh log budget for the next call.
         self.log.take();
-        self.stdio.0.take();
-        self.stdio.1.take();
         outcome
     }
 }

@@ -206,6 +206,12 @@ impl CapturedOutput {
         c.dropped += (data.len() - take) as u64;
     }
 
+    /// Whether nothing was written since the last [`CapturedOutput::take`].
+    pub fn is_empty(&self) -> bool {
+        let c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        c.bytes.is_empty() && c.dropped == 0
+    }
+
     /// The text kept (lossy UTF-8) and the count of bytes dropped.
     pub fn take(&self) -> (String, u64) {
         let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
