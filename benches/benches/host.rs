@@ -24,6 +24,7 @@ fn payloads(c: &mut Criterion) {
     let bytes = std::fs::read(artifacts::WORD_COUNT).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let floor = Floor::new(&bytes);
+    let floor_epochs = Floor::with_epoch_checks(&bytes);
     let host = host(dir.path());
     let policy = Policy::from_toml("[limits]\nmax_input_bytes = 4194304\n").unwrap();
     let agent = host.load("word-count", &bytes, policy).unwrap();
@@ -36,6 +37,10 @@ fn payloads(c: &mut Criterion) {
         );
         group.throughput(Throughput::Bytes(input.len() as u64));
         group.bench_with_input(BenchmarkId::new("floor", size), &input, |b, i| b.to_async(&rt).iter(|| floor.run(i)));
+        // The floor with the epoch checks Chimera's CPU limit needs: how much of the gap they are.
+        group.bench_with_input(BenchmarkId::new("floor_epoch_checks", size), &input, |b, i| {
+            b.to_async(&rt).iter(|| floor_epochs.run(i))
+        });
         group.bench_with_input(BenchmarkId::new("chimera", size), &input, |b, i| {
             b.to_async(&rt).iter(|| host.run(&agent, i))
         });

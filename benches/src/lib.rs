@@ -31,6 +31,7 @@ impl WasiView for FloorState {
 pub struct Floor {
     pre: bindings::AgentPre<FloorState>,
     engine: Engine,
+    epochs: bool,
 }
 
 impl Floor {
@@ -40,6 +41,17 @@ impl Floor {
 
     /// A floor whose pool holds `instances` live instances.
     pub fn new_sized(component: &[u8], instances: u32) -> Floor {
+        Floor::build(component, instances, false)
+    }
+
+    /// The floor with epoch interruption compiled in (as Chimera needs for
+    /// its CPU limit) and a deadline that never comes: what those checks
+    /// cost on their own.
+    pub fn with_epoch_checks(component: &[u8]) -> Floor {
+        Floor::build(component, 16, true)
+    }
+
+    fn build(component: &[u8], instances: u32, epochs: bool) -> Floor {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
             .total_core_instances(instances * 8)
@@ -52,12 +64,13 @@ impl Floor {
             .pagemap_scan(Enabled::Auto);
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.epoch_interruption(epochs);
         let engine = Engine::new(&config).unwrap();
         let component = Component::new(&engine, component).unwrap();
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
         let pre = bindings::AgentPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-        Floor { pre, engine }
+        Floor { pre, engine, epochs }
     }
 
     /// One instance kept for repeated calls: the floor of a warm call.
@@ -72,6 +85,9 @@ impl Floor {
     pub async fn run(&self, input: &str) -> String {
         let mut store =
             Store::new(&self.engine, FloorState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        if self.epochs {
+            store.set_epoch_deadline(u64::MAX);
+        }
         let agent = self.pre.instantiate_async(&mut store).await.unwrap();
         agent.call_run(&mut store, input).await.unwrap().unwrap()
     }
