@@ -123,6 +123,15 @@ fn main() {
             row("payload 1 MiB (word-count parse)", "payload/chimera/1048576", "payload/floor/1048576", None),
             1048576.0,
         ),
+        bytes(
+            row(
+                "payload 1 MiB (word-count parse) vs floor with epoch checks",
+                "payload/chimera/1048576",
+                "payload/floor_epoch_checks/1048576",
+                None,
+            ),
+            1048576.0,
+        ),
         row("1 task in flight", "scaling/chimera/1", "scaling/floor/1", None),
         row("10 tasks in flight", "scaling/chimera/10", "scaling/floor/10", None),
         row("50 tasks in flight", "scaling/chimera/50", "scaling/floor/50", None),
