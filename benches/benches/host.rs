@@ -107,6 +107,14 @@ fn capabilities(c: &mut Criterion) {
     group.bench_function("task_with_kv_increment", |b| {
         b.to_async(&rt).iter(|| host.run(&counter, r#"{"key":"bench"}"#))
     });
+    // One KV get (a read transaction) per task.
+    group.bench_function("task_with_kv_get", |b| {
+        b.to_async(&rt).iter(|| host.run(&counter, r#"{"key":"bench","peek":true}"#))
+    });
+    // One KV set (a durable redb commit) per task.
+    group.bench_function("task_with_kv_set", |b| {
+        b.to_async(&rt).iter(|| host.run(&counter, r#"{"key":"bench","set":7}"#))
+    });
     group.finish();
 }
 

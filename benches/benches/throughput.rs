@@ -33,13 +33,22 @@ fn throughput(c: &mut Criterion) {
     let rt = runtime();
     let bytes = std::fs::read(artifacts::PASSTHROUGH).unwrap();
     let floor = Arc::new(Floor::new_sized(&bytes, 16));
-    let dir = tempfile::tempdir().unwrap();
-    let host = host(dir.path());
-    let agent = Arc::new(host.load("passthrough", &bytes, Policy::default()).unwrap());
-    let entry = AgentEntry { agent, max_concurrency: 2 };
-    let config = SchedulerConfig { workers: 2, max_queued: 100_000, ..SchedulerConfig::default() };
-    let scheduler = rt.block_on(async { Scheduler::start(host.clone(), vec![entry], config).unwrap() });
     let submission = Submission { agent: "passthrough".into(), input: "x".into(), ..Default::default() };
+    // Workers are tokio tasks, not threads: the runtime has two threads either
+    // way. More workers than cores keep the cores busy while other tasks wait
+    // for their journal records to commit.
+    let schedulers: Vec<(usize, Scheduler, tempfile::TempDir)> = [2usize, 16, 64]
+        .into_iter()
+        .map(|workers| {
+            let dir = tempfile::tempdir().unwrap();
+            let host = host(dir.path());
+            let agent = Arc::new(host.load("passthrough", &bytes, Policy::default()).unwrap());
+            let entry = AgentEntry { agent, max_concurrency: workers };
+            let config = SchedulerConfig { workers, max_queued: 100_000, ..SchedulerConfig::default() };
+            let scheduler = rt.block_on(async { Scheduler::start(host.clone(), vec![entry], config).unwrap() });
+            (workers, scheduler, dir)
+        })
+        .collect();
 
     let mut group = c.benchmark_group("throughput");
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -56,16 +65,18 @@ fn throughput(c: &mut Criterion) {
             join_all(halves).await;
         })
     });
-    group.bench_function("chimera_scheduler", |b| {
-        b.to_async(&rt).iter(|| async {
-            let tasks = (0..BATCH).map(|_| async {
-                let id = scheduler.submit(submission.clone()).await.unwrap();
-                let record = scheduler.wait(id).await.unwrap();
-                assert_eq!(record.status, TaskStatus::Completed);
-            });
-            join_all(tasks).await;
-        })
-    });
+    for (workers, scheduler, _) in &schedulers {
+        group.bench_function(format!("chimera_scheduler_{workers}_workers"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let tasks = (0..BATCH).map(|_| async {
+                    let id = scheduler.submit(submission.clone()).await.unwrap();
+                    let record = scheduler.wait(id).await.unwrap();
+                    assert_eq!(record.status, TaskStatus::Completed);
+                });
+                join_all(tasks).await;
+            })
+        });
+    }
     group.finish();
 }
 

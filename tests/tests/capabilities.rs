@@ -89,6 +89,15 @@ async fn kv_values_persist_across_tasks_and_host_restarts_and_stay_in_their_name
     assert_eq!(output_json(&r.outcome), json!({"counters": [["visits", 1]]}));
     let r = host.run(&alpha, r#"{"list":true}"#).await;
     assert_eq!(output_json(&r.outcome), json!({"counters": [["visits", 7]]}));
+
+    // A plain get reads without writing; a plain set writes.
+    let r = host.run(&alpha, r#"{"key":"visits","peek":true}"#).await;
+    assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 7}));
+    assert_eq!((r.usage.kv_reads, r.usage.kv_writes), (1, 0));
+    let r = host.run(&alpha, r#"{"key":"visits","set":40}"#).await;
+    assert_eq!((r.usage.kv_reads, r.usage.kv_writes), (0, 1));
+    let r = host.run(&alpha, r#"{"key":"visits","by":2}"#).await;
+    assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 42}));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -65,10 +65,19 @@ fn main() {
         row("warm call: call into a live instance", "warm_call/chimera", "warm_call/floor", MaxRatio(1.2)),
         tasks(
             row(
-                "throughput: 200 trivial tasks, scheduler end to end vs 2 raw threads",
-                "throughput/chimera_scheduler",
+                "throughput: 200 trivial tasks, scheduler end to end (64 workers, the default here) vs 2 raw threads",
+                "throughput/chimera_scheduler_64_workers",
                 "throughput/floor_two_threads",
                 MinShareOfRate(0.8),
+            ),
+            200.0,
+        ),
+        tasks(
+            row(
+                "throughput: the same with 2 workers",
+                "throughput/chimera_scheduler_2_workers",
+                "throughput/floor_two_threads",
+                None,
             ),
             200.0,
         ),
@@ -138,6 +147,8 @@ fn main() {
         row("load: cached vs cold compile", "load/cached", "load/cold_compile", None),
         row("task with one log line", "capability/task_with_log_line", "spawn/floor", None),
         row("task with one KV increment", "capability/task_with_kv_increment", "spawn/floor", None),
+        row("task with one KV get", "capability/task_with_kv_get", "spawn/floor", None),
+        row("task with one KV set", "capability/task_with_kv_set", "spawn/floor", None),
     ];
     println!("| benchmark | chimera | floor | ratio | target | result |");
     println!("|---|---|---|---|---|---|");
@@ -178,5 +189,25 @@ fn main() {
             show(f),
             rate(f)
         );
+    }
+    print_scaling_p99(&root);
+}
+
+/// The p99 task latency at each width of the scaling bench, if it ran.
+fn print_scaling_p99(root: &Path) {
+    let Some(p99) = std::fs::read_to_string(root.join("scaling-p99.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    else {
+        return;
+    };
+    println!();
+    println!("| tasks in flight | chimera p99 latency | floor p99 latency | ratio |");
+    println!("|---|---|---|---|");
+    for n in [1, 2, 5, 10, 20, 50] {
+        let (Some(c), Some(f)) = (p99[format!("chimera/{n}")].as_f64(), p99[format!("floor/{n}")].as_f64()) else {
+            continue;
+        };
+        println!("| {n} | {} | {} | {:.2}× |", show(c), show(f), c / f);
     }
 }

@@ -242,8 +242,9 @@ impl KvTaskState {
 }
 
 impl TaskState {
-    /// Runs a store operation off the async workers (redb is blocking and
-    /// a commit syncs to disk).
+    /// Runs a store operation: a write off the async workers (a commit syncs
+    /// to disk), a read in place (a read transaction takes microseconds from
+    /// redb's cache; a thread hop would cost more than the read).
     async fn kv_op<R: Send + 'static>(
         &mut self,
         write: bool,
@@ -254,6 +255,9 @@ impl TaskState {
             return Ok(Err(KvError::Denied("kv is not granted".into())));
         };
         UsageCounters::add(if write { &self.usage.kv_writes } else { &self.usage.kv_reads }, 1);
+        if !write {
+            return Ok(op(&kv.store, &kv.namespace));
+        }
         let store = kv.store.clone();
         let ns = kv.namespace.clone();
         let result = tokio::task::spawn_blocking(move || op(&store, &ns))

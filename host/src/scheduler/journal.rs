@@ -81,16 +81,6 @@ impl Journal {
         self.writer.send((records, reply)).map_err(|_| err("the journal writer has stopped"))?;
         done.await.map_err(|_| err("the journal writer stopped before committing"))?
     }
-
-    /// Queues `records` for the next group commit without waiting. Writes
-    /// commit in the order they were queued, so a later write awaited with
-    /// [`Journal::write_async`] is durable only once this one is too.
-    pub fn write_queued(&self, records: Vec<TaskRecord>) {
-        let (reply, _) = oneshot::channel();
-        if self.writer.send((records, reply)).is_err() {
-            tracing::error!("task journal: the journal writer has stopped");
-        }
-    }
 }
 
 fn write_group<'a>(store: &KvStore, records: impl Iterator<Item = &'a TaskRecord>) -> Result<(), JournalError> {

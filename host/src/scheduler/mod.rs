@@ -28,7 +28,11 @@ use metrics::SchedulerMetrics;
 /// Scheduler settings.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Tasks run at once, over all agents. Default: the number of cores.
+    /// Tasks in progress at once, over all agents. Workers are tasks on the
+    /// async runtime, not threads: the runtime's threads (one per core) run
+    /// the wasm. Default: 32 per core, so the cores stay busy while tasks
+    /// wait for their journal records to commit (each task's start is
+    /// durable before the agent runs).
     pub workers: usize,
     /// Tasks waiting (queued or waiting to retry) before submissions are refused.
     pub max_queued: usize,
@@ -45,7 +49,7 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            workers: 32 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_queued: 10_000,
             aging: Duration::from_secs(2),
             retry_base: Duration::from_millis(200),
@@ -496,11 +500,11 @@ impl Shared {
                 continue;
             }
             if let Some((job, record)) = job {
-                // Queued, not awaited: the task's final write comes after it and
-                // is awaited, so a result is never reported before this is durable.
-                // A crash before it commits finds the task pending and runs it
-                // again, only without the attempt marked interrupted.
-                self.journal.write_queued(vec![record]);
+                // Durable before the agent runs: an attempt that had side effects
+                // is on record, so one cut off by a crash is known as such.
+                if let Err(e) = self.journal.write_async(vec![record]).await {
+                    tracing::error!("{e}");
+                }
                 return Some(job);
             }
             wake.await;

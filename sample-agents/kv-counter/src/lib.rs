@@ -1,6 +1,8 @@
 //! kv-counter: a counter that persists across tasks and host restarts.
 //! Input `{"key": "visits", "by": 1}`; output `{"key": "visits", "count": N}`.
-//! Input `{"list": true}` returns every counter. Grants needed: logging, kv.
+//! Input `{"list": true}` returns every counter; `{"key": "visits", "peek": true}`
+//! reads one without counting (a KV get); `{"key": "visits", "set": 5}` sets it
+//! (a KV set). Grants needed: logging, kv.
 
 use chimera_agent::{agent, info, kv, Error};
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,10 @@ struct Input {
     by: i64,
     #[serde(default)]
     list: bool,
+    #[serde(default)]
+    peek: bool,
+    #[serde(default)]
+    set: Option<i64>,
 }
 
 fn one() -> i64 {
@@ -38,7 +44,16 @@ fn run(input: Input) -> Result<Output, Error> {
         return Ok(Output::All { counters });
     }
     let key = input.key.ok_or_else(|| Error::new("give a \"key\" to count, or \"list\": true"))?;
-    let count = kv::increment(&format!("{PREFIX}{key}"), input.by)?;
+    let stored = format!("{PREFIX}{key}");
+    if input.peek {
+        let count = kv::get_string(&stored)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        return Ok(Output::Count { key, count });
+    }
+    if let Some(count) = input.set {
+        kv::set(&stored, count.to_string())?;
+        return Ok(Output::Count { key, count });
+    }
+    let count = kv::increment(&stored, input.by)?;
     info!("counter {key} is now {count}");
     Ok(Output::Count { key, count })
 }
