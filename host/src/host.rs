@@ -466,7 +466,7 @@ impl Host {
                 }
             };
             let outcome = tokio::select! {
-                r = tokio::time::timeout(timeout, self.instantiate_and_call(agent, store, input)) => match r {
+                r = tokio::time::timeout(timeout, Box::pin(self.instantiate_and_call(agent, store, input))) => match r {
                     Ok(outcome) => outcome,
                     Err(_) => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
                 },
