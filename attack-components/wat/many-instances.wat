@@ -1,5 +1,7 @@
 ;; A component that instantiates a core module 40 times: a fork bomb of
-;; nested instances. Stopped at the policy's [limits] instances (32 by default).
+;; nested instances: 41 core instances. A host whose pool slots hold 32 (the
+;; default) refuses it at load; one whose slots hold more stops it at the
+;; policy's [limits] instances (32 by default).
 (component
   (core module $m
     (memory (export "memory") 1)

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
+use crate::compile::CompileFailure;
 use crate::metrics::Metrics;
 
 pub(crate) struct CompileCache {
@@ -35,14 +36,14 @@ impl CompileCache {
     }
 
     /// The compiled component, from the cache when a valid entry exists;
-    /// otherwise compiled with `compile` and stored.
+    /// otherwise compiled with `compile` (to a serialized artifact) and stored.
     pub fn load_or_compile(
         &self,
         engine: &Engine,
         bytes: &[u8],
         metrics: &Metrics,
-        compile: impl FnOnce() -> wasmtime::Result<Component>,
-    ) -> wasmtime::Result<Component> {
+        compile: impl FnOnce() -> Result<Vec<u8>, CompileFailure>,
+    ) -> Result<Component, CompileFailure> {
         let path = self.path_for(bytes);
         match self.read(engine, &path) {
             Ok(Some(component)) => {
@@ -56,8 +57,9 @@ impl CompileCache {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        let component = compile()?;
-        if let Err(e) = self.write(&path, &component) {
+        let artifact = compile()?;
+        let component = deserialize(engine, &artifact).map_err(CompileFailure::Unloadable)?;
+        if let Err(e) = self.write(&path, &artifact) {
             tracing::warn!(path = %path.display(), "cannot write the compiled-component cache: {e}");
         }
         Ok(component)
@@ -72,26 +74,28 @@ impl CompileCache {
         if data.len() < 32 || Sha256::digest(&data[32..])[..] != data[..32] {
             return Err(Discard::Corrupt("its checksum does not match its contents".into()));
         }
-        // SAFETY: the bytes are ones this host serialized (their checksum
-        // matches) in a directory only the host writes; wasmtime also
-        // checks that they were made by a compatible engine.
-        match unsafe { Component::deserialize(engine, &data[32..]) } {
-            Ok(component) => Ok(Some(component)),
-            Err(e) => Err(Discard::Stale(format!("{e:#}"))),
-        }
+        deserialize(engine, &data[32..]).map(Some).map_err(Discard::Stale)
     }
 
-    fn write(&self, path: &Path, component: &Component) -> std::io::Result<()> {
-        let serialized = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    fn write(&self, path: &Path, serialized: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let mut data = Sha256::digest(&serialized).to_vec();
-        data.extend_from_slice(&serialized);
+        let mut data = Sha256::digest(serialized).to_vec();
+        data.extend_from_slice(serialized);
         // Write then rename, so a crash never leaves a half-written entry under the real name.
         // The temporary name is unique per writer: two hosts (or threads) may store one entry at once.
         let tmp = path.with_extension(format!("tmp{}-{:016x}", std::process::id(), rand::random::<u64>()));
         std::fs::write(&tmp, data)?;
         std::fs::rename(tmp, path)
     }
+}
+
+/// Loads an artifact this host compiled (in its worker or from its cache).
+pub(crate) fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Component, String> {
+    // SAFETY: the bytes were produced by this host's compile worker or read
+    // from a cache entry whose checksum matches, in a directory only the
+    // host writes; wasmtime also checks that they were made by a
+    // compatible engine.
+    unsafe { Component::deserialize(engine, artifact) }.map_err(|e| format!("{e:#}"))
 }
 
 #[derive(Debug)]

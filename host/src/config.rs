@@ -36,6 +36,22 @@ pub struct HostConfig {
     pub compile_cache_dir: Option<PathBuf>,
     /// Record per-task metrics (on by default; off only to measure their cost).
     pub metrics: bool,
+    /// Core instances one component may create, at most (an agent's
+    /// `[limits] instances` must fit). The pool holds this many per
+    /// instance slot, so no agent can take another's share.
+    pub max_core_instances_per_component: u32,
+    /// Linear memories one component may create, at most (an agent's
+    /// `[limits] memories` must fit). The pool holds this many per slot.
+    pub max_memories_per_component: u32,
+    /// Tables one component may create, at most (an agent's `[limits]
+    /// tables` must fit). The pool holds this many per slot.
+    pub max_tables_per_component: u32,
+    /// How components are compiled: in a budgeted child process (the
+    /// default) or, for trusted components only, in this process.
+    pub compiler: crate::compile::Compiler,
+    /// What loading one component may cost: its size, compile time and
+    /// compile memory.
+    pub load_budget: crate::compile::LoadBudget,
     /// Names resolved to fixed addresses instead of through DNS (like
     /// `/etc/hosts`, for this host's outbound HTTP only). The addresses are
     /// vetted against the policy like any other.
@@ -57,6 +73,11 @@ impl Default for HostConfig {
             cache_compiled: true,
             compile_cache_dir: None,
             metrics: true,
+            max_core_instances_per_component: 32,
+            max_memories_per_component: 2,
+            max_tables_per_component: 4,
+            compiler: crate::compile::Compiler::Subprocess(None),
+            load_budget: crate::compile::LoadBudget::default(),
         }
     }
 }

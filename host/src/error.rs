@@ -56,6 +56,12 @@ pub enum LoadError {
     /// The policy asks for something this host cannot give.
     #[error("agent `{agent}`: {reason}")]
     Unsupported { agent: String, reason: String },
+    /// Loading it would cost more than the host's load budget allows.
+    #[error("{what} exceeds the load budget: {detail} (limit `{key}`; raise it in HostConfig::load_budget or the `[load]` section of chimera.toml if the component is trusted)")]
+    Budget { what: String, key: &'static str, detail: String },
+    /// The compile worker could not be run.
+    #[error("cannot compile {what}: {reason}")]
+    Compiler { what: String, reason: String },
     /// Linking failed after the grant check passed (a type mismatch between
     /// the component's import and the host's interface version).
     #[error("agent `{agent}` cannot be linked: {reason}")]
@@ -103,7 +109,7 @@ pub enum TaskError {
     )]
     HandleLimit { limit: u64 },
     /// The agent spent its CPU budget.
-    #[error("CPU limit exceeded: the agent ran wasm for more than {limit_ms} ms ([limits] cpu_ms)")]
+    #[error("CPU limit exceeded: the task used more than {limit_ms} ms of CPU in wasm and host calls ([limits] cpu_ms)")]
     CpuLimit { limit_ms: u64 },
     /// The task took longer than its wall-clock timeout.
     #[error("timed out: the task ran longer than {limit_ms} ms ([limits] timeout_ms)")]
@@ -117,6 +123,13 @@ pub enum TaskError {
     /// The output is larger than the policy accepts.
     #[error("output too large: {size} bytes; the limit is {limit} ([limits] max_output_bytes)")]
     OutputTooLarge { size: u64, limit: u64 },
+    /// One host call handed the host more argument bytes than it may lift
+    /// (strings and lists it points at, counted before any copy).
+    #[error("a host call's arguments exceed {limit_bytes} bytes, what one call may hand the host ([limits] memory_mib)")]
+    HostCallTooLarge { limit_bytes: u64 },
+    /// The agent called `wasi:cli/exit` instead of returning a result.
+    #[error("the agent exited with status {status} (wasi:cli/exit) instead of returning a result")]
+    Exited { status: i32 },
     /// The agent trapped (a wasm trap, a panic, or a host-detected violation).
     #[error("the agent trapped: {reason}")]
     Trap { reason: String },
@@ -147,6 +160,8 @@ impl TaskError {
             TaskError::StackOverflow { .. } => "stack-overflow",
             TaskError::InputTooLarge { .. } => "input-too-large",
             TaskError::OutputTooLarge { .. } => "output-too-large",
+            TaskError::Exited { .. } => "exit",
+            TaskError::HostCallTooLarge { .. } => "host-call-too-large",
             TaskError::Trap { .. } => "trap",
             TaskError::Instantiate { .. } => "instantiate",
             TaskError::DeadlineExceeded => "deadline-exceeded",
@@ -167,6 +182,7 @@ impl TaskError {
             TaskError::StackOverflow { .. } => "stack",
             TaskError::InputTooLarge { .. } => "input",
             TaskError::OutputTooLarge { .. } => "output",
+            TaskError::HostCallTooLarge { .. } => "memory",
             _ => return None,
         })
     }

@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
-};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::audit::AuditReport;
 use crate::bindings::{AgentError, AgentPre};
@@ -20,6 +18,7 @@ use crate::capabilities::outbound_http::HttpAccess;
 use crate::capabilities::tasks::{CallChain, TasksAccess};
 use crate::capabilities::wasi::{locked_down_ctx, CapturedOutput};
 use crate::capabilities::{self, ImportDecision, Verdict};
+use crate::compile::{CompileFailure, Compiler, EngineSettings};
 use crate::config::HostConfig;
 use crate::error::{HostError, LoadError, TaskError, Ungranted};
 use crate::limits::{InstanceLimiter, LimitHit};
@@ -53,6 +52,7 @@ pub struct HostInner {
     /// Agents other agents may call by name (see [`Host::register`]).
     registry: std::sync::RwLock<std::collections::HashMap<String, Arc<Agent>>>,
     cache: Option<crate::cache::CompileCache>,
+    engine_settings: EngineSettings,
     _ticker: EpochTicker,
 }
 
@@ -67,6 +67,7 @@ pub struct Agent {
     http: Option<Arc<HttpAccess>>,
     tasks: Option<Arc<TasksAccess>>,
     metrics: crate::metrics::AgentMetrics,
+    pub(crate) slots: Arc<crate::concurrency::Slots>,
 }
 
 impl Agent {
@@ -78,6 +79,19 @@ impl Agent {
     /// The policy it runs under.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Caps how many tasks of this agent run at once, whoever starts them:
+    /// the scheduler, or another agent calling it through `tasks` (such a
+    /// call waits for a slot within the caller's deadline). Unlimited until
+    /// set; the scheduler sets its `max_concurrency`.
+    pub fn set_max_concurrency(&self, n: usize) {
+        self.slots.limit(n);
+    }
+
+    /// The cap set by [`Agent::set_max_concurrency`].
+    pub fn max_concurrency(&self) -> usize {
+        self.slots.cap()
     }
 
     /// Its imports, all granted.
@@ -178,29 +192,21 @@ impl Host {
                 config.stack_kib
             )));
         }
-        let mut c = Config::new();
-        c.epoch_interruption(true);
-        c.max_wasm_stack(config.stack_kib as usize * 1024);
-        // The async fiber stack must hold the wasm stack plus host frames.
-        c.async_stack_size((config.stack_kib as usize + 1024) * 1024);
-        if config.pooling {
-            let n = config.max_instances;
-            let mut pool = PoolingAllocationConfig::default();
-            pool.total_component_instances(n)
-                .total_core_instances(n.saturating_mul(8))
-                .total_memories(n.saturating_mul(2))
-                .total_tables(n.saturating_mul(4))
-                .total_stacks(n)
-                .max_core_instances_per_component(64)
-                .max_memories_per_component(16)
-                .max_tables_per_component(32)
-                .max_memory_size((config.max_memory_mib as usize) << 20)
-                .table_elements(config.max_table_elements as usize)
-                .linear_memory_keep_resident(config.keep_resident_bytes)
-                .table_keep_resident(64 << 10)
-                .pagemap_scan(Enabled::Auto);
-            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let budget = &config.load_budget;
+        if budget.compile_timeout_ms == 0 || budget.compile_memory_mib < 16 || budget.max_component_bytes < 8 {
+            return Err(HostError::Config(format!(
+                "load budget {budget:?}: compile_timeout_ms must be at least 1, compile_memory_mib at least 16 and \
+                 max_component_bytes at least 8"
+            )));
         }
+        if config.pooling
+            && (config.max_core_instances_per_component == 0
+                || config.max_memories_per_component == 0
+                || config.max_tables_per_component == 0)
+        {
+            return Err(HostError::Config("the per-component instance, memory and table caps must be at least 1".into()));
+        }
+        let c = EngineSettings::from_config(&config).config(false);
         let engine = Engine::new(&c).map_err(|e| {
             HostError::Engine(format!(
                 "{e}. The instance pool ({} instances, up to {} MiB of linear memory each) may not fit in this machine's \
@@ -208,6 +214,7 @@ impl Host {
                 config.max_instances, config.max_memory_mib
             ))
         })?;
+        let engine_settings = EngineSettings::from_config(&config);
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
         let cache = config.cache_compiled.then(|| {
             let dir = config.compile_cache_dir.clone().unwrap_or_else(|| config.data_dir.join("compiled"));
@@ -223,6 +230,7 @@ impl Host {
                 metrics,
                 registry: Default::default(),
                 cache,
+                engine_settings,
                 _ticker: ticker,
             }),
         })
@@ -231,6 +239,12 @@ impl Host {
     /// The wasmtime engine (for embedders that compile components themselves).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The WebAssembly proposals this host accepts, read back from its
+    /// engine: exactly the pinned set (see the `features` module), never more.
+    pub fn wasm_features(&self) -> Vec<&'static str> {
+        crate::features::enabled_in(&self.engine).expect("the engine accepts exactly the pinned proposals")
     }
 
     /// The host's metrics (Prometheus text via [`Metrics::encode`]).
@@ -243,10 +257,19 @@ impl Host {
         &self.config
     }
 
-    /// Compiles a component, with an error that says what to do if the
-    /// bytes are not one.
+    /// Compiles a component within the host's load budget (size, then
+    /// compile time and memory in a child process; see [`crate::compile`]),
+    /// with an error that says what to do if the bytes are not one.
     pub fn compile(&self, what: &str, bytes: &[u8]) -> Result<Component, LoadError> {
         let invalid = |reason: String| LoadError::InvalidComponent { what: what.to_string(), reason };
+        let budget = &self.config.load_budget;
+        if bytes.len() as u64 > budget.max_component_bytes {
+            return Err(LoadError::Budget {
+                what: what.to_string(),
+                key: "max_component_bytes",
+                detail: format!("the component is {} bytes; at most {} are accepted", bytes.len(), budget.max_component_bytes),
+            });
+        }
         if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
             return Err(invalid(
                 "it is a core wasm module, not a component; wrap it with `chimera componentize <module.wasm> -o <component.wasm>`".into(),
@@ -255,19 +278,34 @@ impl Host {
         if bytes.len() < 8 || bytes[..4] != *b"\0asm" {
             return Err(invalid("it does not start with the wasm magic bytes".into()));
         }
-        let compile = || Component::new(&self.engine, bytes);
-        let compiled = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes, &self.metrics, compile),
-            None => compile(),
+        let compile = || -> Result<Vec<u8>, CompileFailure> {
+            match &self.config.compiler {
+                Compiler::InProcess => {
+                    self.engine.precompile_component(bytes).map_err(|e| CompileFailure::Invalid(format!("{e:#}")))
+                }
+                Compiler::Subprocess(program) => {
+                    let program = crate::compile::worker_program(program).map_err(CompileFailure::Worker)?;
+                    let scratch = self.config.compile_cache_dir.clone().unwrap_or_else(|| self.config.data_dir.join("compiled"));
+                    crate::compile::in_subprocess(&program, &self.engine_settings, budget, &scratch, bytes)
+                }
+            }
         };
-        compiled.map_err(|e| {
-            let reason = format!("{e:#}");
-            if reason.contains("pooling allocator") {
+        let artifact = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, &self.metrics, compile),
+            None => compile().and_then(|a| crate::cache::deserialize(&self.engine, &a).map_err(CompileFailure::Unloadable)),
+        };
+        artifact.map_err(|failure| match failure {
+            CompileFailure::Invalid(reason) | CompileFailure::Unloadable(reason) if reason.contains("pooling allocator") => {
                 // Valid wasm, but larger than this host's instance pool admits.
                 LoadError::Unsupported { agent: what.to_string(), reason: format!("{reason}; this host refuses it") }
-            } else {
-                invalid(reason)
             }
+            CompileFailure::Unloadable(reason) => LoadError::Compiler { what: what.to_string(), reason },
+            CompileFailure::Invalid(reason) => invalid(reason),
+            CompileFailure::Budget { key, detail } => {
+                self.metrics.load_refused("load-budget");
+                LoadError::Budget { what: what.to_string(), key, detail }
+            }
+            CompileFailure::Worker(reason) => LoadError::Compiler { what: what.to_string(), reason },
         })
     }
 
@@ -284,7 +322,15 @@ impl Host {
         if !exports.iter().any(|e| e == "run") {
             problems.push("does not export `run` (world chimera:agent/agent)".to_string());
         }
-        let runnable = problems.is_empty() && imports.iter().all(|d| d.verdict != Verdict::Refused);
+        let refused = imports.iter().any(|d| d.verdict == Verdict::Refused);
+        if !refused {
+            // The same link `load` performs: a version or type the host's
+            // interfaces do not match is found here, not at run time.
+            if let Err(e) = self.link(name, &component, &imports) {
+                problems.push(e.to_string());
+            }
+        }
+        let runnable = problems.is_empty() && !refused;
         Ok(AuditReport {
             agent: name.to_string(),
             component_bytes: bytes.len() as u64,
@@ -319,6 +365,26 @@ impl Host {
                 "the policy asks for table_elements = {}, but this host's instance pool allows at most {} per table",
                 policy.limits.table_elements, self.config.max_table_elements
             ));
+        }
+        // Each agent's share of the pool: what one of its instances may take
+        // must fit what the pool holds per component, so no agent's
+        // instances can take more than their share of the pool's memories,
+        // tables and core instances.
+        if self.config.pooling {
+            let c = &self.config;
+            let l = &policy.limits;
+            for (key, asked, cap, field) in [
+                ("instances", l.instances, c.max_core_instances_per_component, "max_core_instances_per_component"),
+                ("memories", l.memories, c.max_memories_per_component, "max_memories_per_component"),
+                ("tables", l.tables, c.max_tables_per_component, "max_tables_per_component"),
+            ] {
+                if asked > cap {
+                    return Err(format!(
+                        "the policy asks for [limits] {key} = {asked}, but this host's instance pool allows at most {cap} \
+                         per instance (HostConfig::{field})"
+                    ));
+                }
+            }
         }
         if let Some(stack) = policy.limits.stack_kib {
             if stack != self.config.stack_kib {
@@ -361,21 +427,7 @@ impl Host {
             }
             return Err(LoadError::Ungranted { agent: name.to_string(), ungranted });
         }
-        let link_err = |e: wasmtime::Error| LoadError::Link { agent: name.to_string(), reason: format!("{e:#}") };
-        let mut linker: Linker<TaskState> = Linker::new(&self.engine);
-        let mut linked: Vec<&str> = Vec::new();
-        for d in &imports {
-            // Two versions of one interface share one implementation: add it once.
-            let interface = d.import.split('@').next().unwrap_or(&d.import);
-            if !linked.contains(&interface) {
-                let link = d.link.expect("granted and inert imports carry a link function");
-                link(&mut linker).map_err(link_err)?;
-                linked.push(interface);
-            }
-        }
-        let pre = linker.instantiate_pre(&component).map_err(link_err)?;
-        let pre = AgentPre::new(pre)
-            .map_err(|e| LoadError::MissingEntryPoint { agent: name.to_string(), reason: format!("{e:#}") })?;
+        let pre = self.link(name, &component, &imports)?;
         let kv = match policy.kv_namespace(name) {
             Some(ns) => Some((
                 self.kv_store()
@@ -393,7 +445,27 @@ impl Host {
         };
         let tasks = policy.capabilities.tasks.as_ref().map(|g| Arc::new(TasksAccess::new(g)));
         let metrics = self.metrics.for_agent(name);
-        Ok(Agent { name: name.into(), policy: Arc::new(policy), pre, imports, kv, http, tasks, metrics })
+        let slots = crate::concurrency::Slots::unlimited();
+        Ok(Agent { name: name.into(), policy: Arc::new(policy), pre, imports, kv, http, tasks, metrics, slots })
+    }
+
+    /// Links the granted and inert imports (each interface once) and
+    /// pre-instantiates: the check `audit` runs too, so it never calls
+    /// runnable what `load` refuses.
+    fn link(&self, name: &str, component: &Component, imports: &[ImportDecision]) -> Result<AgentPre<TaskState>, LoadError> {
+        let link_err = |e: wasmtime::Error| LoadError::Link { agent: name.to_string(), reason: format!("{e:#}") };
+        let mut linker: Linker<TaskState> = Linker::new(&self.engine);
+        let mut linked: Vec<&str> = Vec::new();
+        for d in imports {
+            // Two versions of one interface share one implementation: add it once.
+            let interface = d.import.split('@').next().unwrap_or(&d.import);
+            if let (false, Some(link)) = (linked.contains(&interface), d.link) {
+                link(&mut linker).map_err(link_err)?;
+                linked.push(interface);
+            }
+        }
+        let pre = linker.instantiate_pre(component).map_err(link_err)?;
+        AgentPre::new(pre).map_err(|e| LoadError::MissingEntryPoint { agent: name.to_string(), reason: format!("{e:#}") })
     }
 
     /// The KV store, opened on first use.
@@ -466,7 +538,7 @@ impl Host {
                 }
             };
             let outcome = tokio::select! {
-                r = tokio::time::timeout(timeout, Box::pin(self.instantiate_and_call(agent, store, input))) => match r {
+                r = tokio::time::timeout(timeout, Box::pin(crate::cpu::Metered::new(self.instantiate_and_call(agent, store, input), usage.clone()))) => match r {
                     Ok(outcome) => outcome,
                     Err(_) => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
                 },
@@ -478,7 +550,7 @@ impl Host {
             outcome
         };
         let (logs, log_bytes, log_lines_dropped) = log.take();
-        let mut report_usage = usage.snapshot(started.elapsed(), self.config.epoch_tick);
+        let mut report_usage = usage.snapshot(started.elapsed());
         report_usage.log_bytes = log_bytes;
         report_usage.log_lines_dropped = log_lines_dropped;
         if let Err(e) = &outcome {
@@ -504,7 +576,6 @@ impl Host {
         chain: CallChain,
     ) -> Store<TaskState> {
         let policy = &agent.policy;
-        let tick_ms = self.config.epoch_tick.as_millis().max(1) as u64;
         let mut table = ResourceTable::new();
         table.set_max_capacity(policy.limits.resource_handles as usize);
         let state = TaskState {
@@ -521,7 +592,7 @@ impl Host {
             http_requests: 0,
             usage,
             cpu_ticks: 0,
-            cpu_budget_ticks: policy.limits.cpu_ms.div_ceil(tick_ms),
+            cpu_budget_ns: policy.limits.cpu_ms.saturating_mul(1_000_000),
             metrics: self.metrics.clone(),
             tasks: agent.tasks.clone(),
             calls_made: 0,
@@ -531,12 +602,15 @@ impl Host {
         self.metrics.instance_started();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // What one host call may lift from the guest follows the instance's
+        // memory limit (wasmtime's default is 128 MiB whatever the limit).
+        store.set_hostcall_fuel(usize::try_from(policy.limits.memory_mib << 20).unwrap_or(usize::MAX));
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut cx| {
             let s = cx.data_mut();
             s.cpu_ticks += 1;
             s.usage.cpu_ticks.store(s.cpu_ticks, Ordering::Relaxed);
-            if s.cpu_ticks > s.cpu_budget_ticks {
+            if crate::cpu::spent_ns(&s.usage) > s.cpu_budget_ns {
                 return Err(wasmtime::Error::new(CpuExhausted));
             }
             // Yield so the wall-clock timeout and other tasks get to run.
@@ -578,6 +652,9 @@ impl Host {
             Some(LimitHit::Table { limit, requested }) => return TaskError::TableLimit { limit, requested },
             None => {}
         }
+        if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return TaskError::Exited { status: exit.0 };
+        }
         if e.downcast_ref::<CpuExhausted>().is_some() {
             return TaskError::CpuLimit { limit_ms: limits.cpu_ms };
         }
@@ -591,12 +668,16 @@ impl Host {
             return TaskError::HandleLimit { limit: limits.resource_handles.into() };
         }
         let root = e.root_cause().to_string();
+        // wasmtime's hostcall-fuel error has no public type: its text is all there is.
+        if root.starts_with("too much data is being copied between the host and the guest") {
+            return TaskError::HostCallTooLarge { limit_bytes: limits.memory_mib << 20 };
+        }
         if let Some(rest) = root.strip_prefix("resource limit exceeded: ") {
             // wasmtime reports count limits only as text: "<kind> count too high at <n>".
             let (resource, limit, key) = match rest.split(' ').next() {
                 Some("instance") => ("core instances", limits.instances as u64, "[limits] instances"),
                 Some("table") => ("tables", limits.tables as u64, "[limits] tables"),
-                Some("memory") => ("memories", limits.instances as u64, "[limits] instances"),
+                Some("memory") => ("memories", limits.memories as u64, "[limits] memories"),
                 _ => ("resources", 0, "[limits]"),
             };
             return TaskError::CountLimit { resource: resource.into(), limit, key: key.into() };

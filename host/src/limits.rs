@@ -19,6 +19,7 @@ pub(crate) enum LimitHit {
 pub(crate) struct InstanceLimiter {
     table_elements: u64,
     instances: usize,
+    memories: usize,
     tables: usize,
     pub hit: Option<LimitHit>,
     usage: Arc<UsageCounters>,
@@ -29,6 +30,7 @@ impl InstanceLimiter {
         InstanceLimiter {
             table_elements: limits.table_elements,
             instances: limits.instances as usize,
+            memories: limits.memories as usize,
             tables: limits.tables as usize,
             hit: None,
             usage,
@@ -68,6 +70,6 @@ impl wasmtime::ResourceLimiter for InstanceLimiter {
     }
 
     fn memories(&self) -> usize {
-        self.instances
+        self.memories
     }
 }

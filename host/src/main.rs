@@ -112,6 +112,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // This binary is also the host's compile worker (see chimera_host::compile).
+    chimera_host::compile::run_worker_if_asked();
     let cli = Cli::parse();
     // `run` prints the task's log lines itself, after the task: not twice.
     let default_filter = if matches!(cli.command, Command::Run { .. }) { "warn,chimera::agent=off" } else { "warn" };
@@ -216,6 +218,17 @@ fn host_config(policy: &Policy) -> HostConfig {
     let mut config = HostConfig { max_instances: 4, ..HostConfig::default() };
     if let Some(stack) = policy.limits.stack_kib {
         config.stack_kib = stack;
+    }
+    // The load budget of the one-shot commands (`serve` reads `[load]`).
+    let budget = &mut config.load_budget;
+    for (var, field) in [
+        ("CHIMERA_MAX_COMPONENT_BYTES", &mut budget.max_component_bytes),
+        ("CHIMERA_COMPILE_TIMEOUT_MS", &mut budget.compile_timeout_ms),
+        ("CHIMERA_COMPILE_MEMORY_MIB", &mut budget.compile_memory_mib),
+    ] {
+        if let Some(value) = std::env::var(var).ok().and_then(|v| v.parse().ok()) {
+            *field = value;
+        }
     }
     config
 }

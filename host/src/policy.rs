@@ -53,6 +53,9 @@ pub struct Limits {
     pub stack_kib: Option<u64>,
     /// Core wasm instances one component may create.
     pub instances: u32,
+    /// Linear memories one component may create (all of them count
+    /// together against `memory_mib`).
+    pub memories: u32,
     /// Tables one component may create.
     pub tables: u32,
     /// Elements one table may grow to.
@@ -75,7 +78,8 @@ impl Default for Limits {
             timeout_ms: 10_000,
             stack_kib: None,
             instances: 32,
-            tables: 32,
+            memories: 2,
+            tables: 4,
             table_elements: 100_000,
             max_input_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
@@ -198,13 +202,27 @@ pub struct KvGrant {
     pub max_key_bytes: u64,
     /// Largest value, in bytes.
     pub max_value_bytes: u64,
-    /// Most keys returned by one list-keys call.
+    /// Most keys returned by one list-keys call (a page also stops at 1 MiB
+    /// of keys, or sooner if the instance's memory limit leaves less).
     pub max_page_keys: u32,
+    /// Most keys the namespace may hold. Agents sharing a namespace share
+    /// its contents: the quota of the agent writing applies to them.
+    pub max_keys: u64,
+    /// Most bytes the namespace may hold, keys and values together.
+    pub max_bytes: u64,
 }
 
 impl Default for KvGrant {
     fn default() -> Self {
-        KvGrant { namespace: None, read_only: false, max_key_bytes: 512, max_value_bytes: 64 << 10, max_page_keys: 256 }
+        KvGrant {
+            namespace: None,
+            read_only: false,
+            max_key_bytes: 512,
+            max_value_bytes: 64 << 10,
+            max_page_keys: 256,
+            max_keys: 10_000,
+            max_bytes: 64 << 20,
+        }
     }
 }
 
@@ -214,7 +232,8 @@ impl Default for KvGrant {
 pub struct HttpGrant {
     /// Requests per task.
     pub max_requests: u32,
-    /// Largest request body, in bytes.
+    /// Largest request, in bytes: URL, header names and values, and body
+    /// together (what the agent sends; at most 100 headers).
     pub max_request_bytes: u64,
     /// Largest response body, in bytes; a larger one fails with `too-large`.
     pub max_response_bytes: u64,
@@ -283,6 +302,7 @@ impl Policy {
             range("limits.stack_kib", stack, 16, 64 * 1024)?;
         }
         range("limits.instances", l.instances.into(), 1, 10_000)?;
+        range("limits.memories", l.memories.into(), 1, 10_000)?;
         range("limits.tables", l.tables.into(), 1, 10_000)?;
         range("limits.table_elements", l.table_elements, 1, 10_000_000)?;
         range("limits.max_input_bytes", l.max_input_bytes, 1, 1024 * MIB)?;
@@ -304,6 +324,8 @@ impl Policy {
             range("capabilities.kv.max_key_bytes", g.max_key_bytes, 1, 64 << 10)?;
             range("capabilities.kv.max_value_bytes", g.max_value_bytes, 1, 64 * MIB)?;
             range("capabilities.kv.max_page_keys", g.max_page_keys.into(), 1, 10_000)?;
+            range("capabilities.kv.max_keys", g.max_keys, 1, 100_000_000)?;
+            range("capabilities.kv.max_bytes", g.max_bytes, 1, 64 * 1024 * MIB)?;
         }
         if let Some(g) = &self.capabilities.outbound_http {
             range("capabilities.outbound_http.max_requests", g.max_requests.into(), 1, 100_000)?;

@@ -32,6 +32,9 @@ pub struct ServeConfig {
     pub scheduler: SchedulerSection,
     /// Instance pool size.
     pub max_instances: Option<u32>,
+    /// What loading one agent may cost.
+    #[serde(default)]
+    pub load: LoadSection,
     /// The agents to run.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -53,6 +56,18 @@ pub struct SchedulerSection {
     pub max_attempts: Option<u32>,
     /// How long SIGTERM waits for running tasks. Default 10 s.
     pub shutdown_grace_ms: Option<u64>,
+}
+
+/// `[load]`: the load budget (see [`crate::compile::LoadBudget`]).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSection {
+    /// Largest component accepted, in bytes. Default 64 MiB.
+    pub max_component_bytes: Option<u64>,
+    /// Time to compile one component, in milliseconds. Default 30 s.
+    pub compile_timeout_ms: Option<u64>,
+    /// Memory to compile one component, in MiB. Default 1024.
+    pub compile_memory_mib: Option<u64>,
 }
 
 /// `[[agents]]`
@@ -121,6 +136,11 @@ impl Daemon {
         if let Some(n) = config.max_instances {
             host_config.max_instances = n;
         }
+        let budget = &mut host_config.load_budget;
+        let load = &config.load;
+        budget.max_component_bytes = load.max_component_bytes.unwrap_or(budget.max_component_bytes);
+        budget.compile_timeout_ms = load.compile_timeout_ms.unwrap_or(budget.compile_timeout_ms);
+        budget.compile_memory_mib = load.compile_memory_mib.unwrap_or(budget.compile_memory_mib);
         let host = Arc::new(Host::new(host_config).map_err(|e| e.to_string())?);
         let mut agents = Vec::new();
         for a in &config.agents {

@@ -24,9 +24,10 @@ pub(crate) struct TaskState {
     /// Requests sent by this task, against the grant's quota.
     pub http_requests: u32,
     pub usage: Arc<UsageCounters>,
-    /// Epoch ticks spent in wasm, and the budget.
+    /// Epoch ticks that found the task in wasm.
     pub cpu_ticks: u64,
-    pub cpu_budget_ticks: u64,
+    /// The CPU budget in nanoseconds (see the `cpu` module).
+    pub cpu_budget_ns: u64,
     pub metrics: Arc<Metrics>,
     pub tasks: Option<Arc<TasksAccess>>,
     /// Calls this task made to other agents, against the fan-out limit.

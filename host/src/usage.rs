@@ -25,6 +25,10 @@ pub(crate) struct UsageCounters {
     pub host_bytes: AtomicU64,
     pub peak_host_bytes: AtomicU64,
     pub cpu_ticks: AtomicU64,
+    /// CPU time spent for the task (see the `cpu` module), and the thread
+    /// CPU clock at the start of the poll in progress.
+    pub cpu_ns: AtomicU64,
+    pub poll_started_ns: AtomicU64,
     pub peak_memory: AtomicU64,
     pub logging_calls: AtomicU64,
     pub kv_calls: AtomicU64,
@@ -36,6 +40,8 @@ pub(crate) struct UsageCounters {
     pub http_bytes_sent: AtomicU64,
     pub http_bytes_received: AtomicU64,
     pub stdio_dropped: AtomicU64,
+    /// What the agents this task called used.
+    pub callees: std::sync::Mutex<Vec<CalleeUsage>>,
 }
 
 impl UsageCounters {
@@ -81,9 +87,11 @@ impl UsageCounters {
 pub struct ResourceUsage {
     /// Wall time from the start of instantiation to the end of the call.
     pub wall_time_us: u64,
-    /// Epoch ticks in which the agent was executing wasm.
+    /// Epoch ticks that found the agent executing wasm.
     pub cpu_ticks: u64,
-    /// `cpu_ticks` in milliseconds (ticks × tick length): an upper bound.
+    /// CPU time spent for the task, in milliseconds: its wasm, its host
+    /// calls, and host work done for it on other threads (KV commits).
+    /// Time blocked (sleeping, waiting on I/O) is not counted.
     pub cpu_ms: u64,
     /// Highest total linear memory of the instance, in bytes.
     pub peak_memory_bytes: u64,
@@ -98,7 +106,7 @@ pub struct ResourceUsage {
     pub kv_writes: u64,
     /// Outbound HTTP requests sent.
     pub http_requests: u64,
-    /// Request body bytes sent.
+    /// Bytes sent: URL, header names and values, and body.
     pub http_bytes_sent: u64,
     /// Response body bytes received.
     pub http_bytes_received: u64,
@@ -108,6 +116,21 @@ pub struct ResourceUsage {
     pub log_lines_dropped: u64,
     /// Stdout/stderr bytes dropped over the cap.
     pub stdio_bytes_dropped: u64,
+    /// What each agent this task called through `tasks` used, in call order
+    /// (each under its own limits, so none of it is counted above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub callees: Vec<CalleeUsage>,
+}
+
+/// One call to another agent and what it used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalleeUsage {
+    /// The called agent.
+    pub agent: String,
+    /// Its task id on this host.
+    pub task_id: u64,
+    /// What its task used.
+    pub usage: ResourceUsage,
 }
 
 /// Host calls made by a task, by capability.
@@ -121,12 +144,12 @@ pub struct HostCalls {
 }
 
 impl UsageCounters {
-    pub fn snapshot(&self, wall: Duration, tick: Duration) -> ResourceUsage {
+    pub fn snapshot(&self, wall: Duration) -> ResourceUsage {
         let cpu_ticks = self.cpu_ticks.load(Relaxed);
         ResourceUsage {
             wall_time_us: wall.as_micros() as u64,
             cpu_ticks,
-            cpu_ms: cpu_ticks * tick.as_millis() as u64,
+            cpu_ms: self.cpu_ns.load(Relaxed) / 1_000_000,
             peak_memory_bytes: self.peak_memory.load(Relaxed),
             peak_host_bytes: self.peak_host_bytes.load(Relaxed),
             host_calls: HostCalls {
@@ -141,6 +164,7 @@ impl UsageCounters {
             http_bytes_sent: self.http_bytes_sent.load(Relaxed),
             http_bytes_received: self.http_bytes_received.load(Relaxed),
             stdio_bytes_dropped: self.stdio_dropped.load(Relaxed),
+            callees: self.callees.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             ..Default::default()
         }
     }

@@ -78,6 +78,8 @@ impl WarmInstance {
             return Err(TaskError::InputTooLarge { size: input.len() as u64, limit: limits.max_input_bytes });
         }
         // A fresh CPU budget for each call.
+        let usage = self.store.data().usage.clone();
+        usage.cpu_ns.store(0, std::sync::atomic::Ordering::Relaxed);
         self.store.data_mut().cpu_ticks = 0;
         self.store.set_epoch_deadline(1);
         let ends = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
@@ -85,7 +87,7 @@ impl WarmInstance {
         self.timer.as_mut().reset(ends);
         let call = tokio::select! {
             biased;
-            r = self.instance.call_run(&mut self.store, input) => Ok(r),
+            r = crate::cpu::Metered::new(self.instance.call_run(&mut self.store, input), usage) => Ok(r),
             _ = self.timer.as_mut() => Err(()),
         };
         let outcome = match call {

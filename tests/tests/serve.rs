@@ -268,7 +268,9 @@ async fn the_daemon_stops_a_self_spawning_agent_at_its_limits() {
     let bomb = policy_file(dir.path(), "bomb", grant);
     let config = format!(
         "data_dir = \"data\"\nmax_instances = 16\n\n{}",
-        agent_entry("fork-bomb", artifacts::FORK_BOMB, &bomb, 1)
+        // Room for all 40 of its tasks at once: every call waits for its
+        // callee's slot, and the whole tree is in flight at the deepest point.
+        agent_entry("fork-bomb", artifacts::FORK_BOMB, &bomb, 40)
     );
     let daemon = DaemonProcess::start(dir.path(), &config);
     let api = Api::new(&daemon);
@@ -303,4 +305,36 @@ async fn idempotency_keys_and_deadlines() {
     assert_eq!((t["status"].as_str(), &t["error"]), (Some("timed-out"), &json!({"kind": "deadline-exceeded"})));
     assert_eq!(t["attempts"], json!([]));
     assert_eq!(api.wait_final(first).await["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_keeps_answering_while_agents_abuse_host_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let heavy = policy_file(dir.path(), "heavy", "[limits]\ncpu_ms = 300\ntimeout_ms = 20000\n[capabilities.logging]\n");
+    let config = format!(
+        "data_dir = \"data\"\nmax_instances = 16\n[scheduler]\nworkers = 8\n\n{}",
+        agent_entry("heavy", artifacts::LOG_HEAVY, &heavy, 4),
+    );
+    let daemon = DaemonProcess::start(dir.path(), &config);
+    let api = Api::new(&daemon);
+    let ids: Vec<u64> = futures::future::join_all((0..4).map(|_| api.submit_ok(json!({"agent": "heavy"})))).await;
+    // Every probe of /healthz is answered while the four run (and is seen to
+    // overlap them: a probe found at least one of them running).
+    let mut overlapped = false;
+    loop {
+        let (status, _) = api.get("/healthz").await;
+        assert_eq!(status, 200);
+        let states: Vec<Value> = futures::future::join_all(ids.iter().map(|id| api.task(*id))).await;
+        if states.iter().any(|t| t["status"] == "running") {
+            overlapped = true;
+        }
+        if states.iter().all(|t| t["status"] == "failed") {
+            for t in &states {
+                assert_eq!(t["error"]["kind"], "cpu-limit", "{t}");
+                assert_eq!(t["error"]["limit_ms"], 300, "{t}");
+            }
+            break;
+        }
+    }
+    assert!(overlapped, "no probe ran while the agents did");
 }

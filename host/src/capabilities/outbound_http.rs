@@ -1,22 +1,33 @@
 //! `chimera:agent/outbound-http`: real HTTP requests, denied by default.
 //!
 //! A request goes out only if an allow rule of the policy matches its
-//! scheme, host, port, path prefix and method. Host names are resolved by
-//! the host and every address is vetted: loopback, private, link-local
-//! (cloud metadata) and other non-public addresses are refused unless the
-//! matching rule says `allow_private = true`. The connection goes only to
-//! the vetted addresses; redirects are returned to the agent, never followed.
+//! scheme, host, port, path prefix and method; that rule, and only it,
+//! decides the rest. Host names are resolved by the host and every address
+//! is vetted: loopback, private, link-local (cloud metadata) and other
+//! non-public addresses are refused unless the matching rule says
+//! `allow_private = true`. Each rule has its own client, connection pool and
+//! resolver, so a connection opened under one rule is never reused by a
+//! request that matched another. The connection goes only to the vetted
+//! addresses; redirects are returned to the agent, never followed.
+//!
+//! Every byte the agent sends (URL, header names and values, body) counts
+//! against `max_request_bytes`, checked from the sizes of the arguments in
+//! guest memory before the host copies or decodes any of them, and is
+//! counted in the task's `http_bytes_sent`.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use url::{Host, Url};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{ComponentType, Lift, Linker, WasmList};
+use wasmtime::StoreContextMut;
 
+use super::logging::escape_capped;
 use super::{CapabilityDecision, Grant};
 use crate::bindings::chimera::agent::outbound_http::{self as wit, HttpError, Method, Request, Response};
+use crate::guest_args::GuestStr;
 use crate::policy::{HttpGrant, Policy};
 use crate::state::TaskState;
 use crate::usage::{Call, UsageCounters};
@@ -47,7 +58,7 @@ pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
                 "not granted; add a [capabilities.outbound_http] section with allow rules to the policy".into(),
             ),
         },
-        link: |l: &mut Linker<TaskState>| wit::add_to_linker::<TaskState, HasSelf<TaskState>>(l, |s| s),
+        link: link_checked,
     }
 }
 
@@ -124,50 +135,54 @@ pub fn parse_method(m: &str) -> Result<Method, String> {
     })
 }
 
-/// The compiled allow rules of one agent.
+/// One compiled allow rule with the client that sends what it allows.
 #[derive(Debug)]
 struct Rule {
     pattern: UrlPattern,
     methods: Vec<Method>,
     allow_private: bool,
+    /// This rule's own client: its pool holds only connections made under
+    /// this rule, and its resolver knows only this rule's `allow_private`.
+    client: reqwest::Client,
 }
 
-/// An agent's outbound HTTP: its rules, quotas and client. Built once per
+/// An agent's outbound HTTP: its rules, quotas and clients. Built once per
 /// agent when it is loaded.
 pub(crate) struct HttpAccess {
-    rules: Arc<Vec<Rule>>,
+    rules: Vec<Rule>,
     grant: HttpGrant,
-    client: reqwest::Client,
 }
 
 impl HttpAccess {
     pub fn new(grant: &HttpGrant, dns_overrides: &HashMap<String, Vec<IpAddr>>) -> Result<HttpAccess, String> {
+        let overrides = Arc::new(dns_overrides.clone());
         let rules: Vec<Rule> = grant
             .allow
             .iter()
             .map(|a| {
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .dns_resolver(Arc::new(VettingResolver {
+                        allow_private: a.allow_private,
+                        overrides: overrides.clone(),
+                    }))
+                    .user_agent(concat!("chimera-agent/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
                 Ok(Rule {
                     pattern: UrlPattern::parse(&a.url)?,
                     methods: a.methods.iter().map(|m| parse_method(m)).collect::<Result<_, _>>()?,
                     allow_private: a.allow_private,
+                    client,
                 })
             })
             .collect::<Result<_, String>>()?;
-        let rules = Arc::new(rules);
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(VettingResolver {
-                rules: rules.clone(),
-                overrides: Arc::new(dns_overrides.clone()),
-            }))
-            .user_agent(concat!("chimera-agent/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(HttpAccess { rules, grant: grant.clone(), client })
+        Ok(HttpAccess { rules, grant: grant.clone() })
     }
 
-    /// Finds the rule allowing `method url`, or says why none does.
+    /// Finds the rule allowing `method url` (the first that matches, in
+    /// policy order), or says why none does.
     fn authorize(&self, method: Method, url: &Url) -> Result<&Rule, Refusal> {
         let host = match url.host() {
             Some(Host::Domain(d)) => d.to_ascii_lowercase(),
@@ -177,10 +192,12 @@ impl HttpAccess {
         };
         let rule = self.rules.iter().find(|r| r.pattern.matches(url, &host) && r.methods.contains(&method));
         let rule = rule.ok_or_else(|| {
-            let msg = format!("no allow rule of this agent's policy matches {} {url}", method_name(method));
+            let msg =
+                format!("no allow rule of this agent's policy matches {} {}", method_name(method), quote(url.as_str()));
             ("no-rule", HttpError::Denied(msg))
         })?;
-        // An address literal is never resolved, so it is vetted here.
+        // An address literal is never resolved, so it is vetted here. The
+        // agent wrote it, so the message may say it.
         let literal = match url.host() {
             Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
@@ -189,7 +206,7 @@ impl HttpAccess {
         if let Some(ip) = literal {
             if let Some(class) = non_public(ip) {
                 if !rule.allow_private {
-                    let msg = format!("{ip} is a {class} address; the rule must say allow_private = true");
+                    let msg = format!("{ip} is {} {class} address; the rule must say allow_private = true", a(class));
                     return Err(("private-address", HttpError::Denied(msg)));
                 }
             }
@@ -210,57 +227,84 @@ pub(crate) fn method_name(m: Method) -> &'static str {
     }
 }
 
-/// Why an address is not public, or `None` when it is.
+/// The link-local class: 169.254.169.254 is where clouds serve instance
+/// metadata and credentials.
+const LINK_LOCAL_V4: &str = "link-local (includes cloud metadata)";
+
+/// The IANA IPv4 and IPv6 Special-Purpose Address Registries, plus
+/// multicast: each range with the class of its addresses, or `None` for a
+/// range IANA lists as globally reachable inside a larger one that is not.
+/// An address takes the entry with the longest prefix that contains it.
+const SPECIAL_PURPOSE: &[(&str, Option<&str>)] = &[
+    // IPv4
+    ("0.0.0.0/8", Some("unspecified (this network)")),
+    ("10.0.0.0/8", Some("private")),
+    ("100.64.0.0/10", Some("shared (carrier-grade NAT)")),
+    ("127.0.0.0/8", Some("loopback")),
+    ("169.254.0.0/16", Some(LINK_LOCAL_V4)),
+    ("172.16.0.0/12", Some("private")),
+    ("192.0.0.0/24", Some("IETF protocol assignment")),
+    ("192.0.0.9/32", None),  // PCP anycast
+    ("192.0.0.10/32", None), // TURN anycast
+    ("192.0.2.0/24", Some("documentation")),
+    ("192.88.99.0/24", Some("6to4 relay anycast (deprecated)")),
+    ("192.168.0.0/16", Some("private")),
+    ("198.18.0.0/15", Some("benchmarking")),
+    ("198.51.100.0/24", Some("documentation")),
+    ("203.0.113.0/24", Some("documentation")),
+    ("224.0.0.0/4", Some("multicast")),
+    ("240.0.0.0/4", Some("reserved")),
+    ("255.255.255.255/32", Some("broadcast")),
+    // IPv6 (IPv4-mapped ::ffff:0:0/96 is judged by the IPv4 address it carries)
+    ("::/128", Some("unspecified")),
+    ("::1/128", Some("loopback")),
+    ("::/96", Some("IPv4-compatible (deprecated)")),
+    ("::ffff:0:0:0/96", Some("IPv4-translated")),
+    ("64:ff9b::/96", Some("NAT64")),
+    ("64:ff9b:1::/48", Some("NAT64 (local use)")),
+    ("100::/64", Some("discard-only")),
+    ("100:0:0:1::/64", Some("dummy prefix")),
+    ("2001::/23", Some("IETF protocol assignment")),
+    ("2001::/32", Some("Teredo")),
+    ("2001:1::1/128", None), // PCP anycast
+    ("2001:1::2/128", None), // TURN anycast
+    ("2001:1::3/128", None), // DNS-SD service registration anycast
+    ("2001:2::/48", Some("benchmarking")),
+    ("2001:3::/32", None),     // AMT
+    ("2001:4:112::/48", None), // AS112
+    ("2001:10::/28", Some("ORCHID (deprecated)")),
+    ("2001:20::/28", None), // ORCHIDv2
+    ("2001:30::/28", None), // drone remote ID
+    ("2001:db8::/32", Some("documentation")),
+    ("2002::/16", Some("6to4")),
+    ("3fff::/20", Some("documentation")),
+    ("5f00::/16", Some("segment routing (SRv6)")),
+    ("fc00::/7", Some("private (unique local)")),
+    ("fe80::/10", Some("link-local")),
+    ("fec0::/10", Some("site-local (deprecated)")),
+    ("ff00::/8", Some("multicast")),
+];
+
+static RANGES: LazyLock<Vec<(ipnet::IpNet, Option<&'static str>)>> = LazyLock::new(|| {
+    SPECIAL_PURPOSE.iter().map(|(net, class)| (net.parse().expect("a valid range"), *class)).collect()
+});
+
+/// Why an address is not public (its special-purpose class), or `None`
+/// when it is.
 pub fn non_public(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => non_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return non_public_v4(v4);
-            }
-            let seg = v6.segments();
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if seg[0] & 0xfe00 == 0xfc00 {
-                Some("private (unique local)")
-            } else if seg[0] & 0xffc0 == 0xfe80 || seg[0] & 0xffc0 == 0xfec0 {
-                Some("link-local")
-            } else if seg[0] & 0xff00 == 0xff00 {
-                Some("multicast")
-            } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
-                Some("documentation")
-            } else if seg[0] == 0x64 && seg[1] == 0xff9b {
-                // NAT64: judge the IPv4 address it carries.
-                non_public_v4(Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8))
-            } else if seg[..6] == [0, 0, 0, 0, 0, 0] {
-                Some("IPv4-compatible (deprecated)")
-            } else {
-                None
-            }
-        }
-    }
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    RANGES.iter().filter(|(net, _)| net.contains(&ip)).max_by_key(|(net, _)| net.prefix_len()).and_then(|(_, c)| *c)
 }
 
-fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let o = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_private() {
-        Some("private")
-    } else if ip.is_link_local() {
-        Some("link-local (includes cloud metadata)")
-    } else if o[0] == 0 {
-        Some("unspecified")
-    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
-        Some("shared (carrier-grade NAT)")
-    } else if ip.is_broadcast() || ip.is_multicast() || o[0] >= 240 {
-        Some("multicast or reserved")
-    } else if ip.is_documentation() || (o[0] == 198 && (o[1] & 0xfe) == 18) || (o[0] == 192 && o[1] == 0 && o[2] == 0) {
-        Some("reserved")
+/// The indefinite article for a class name.
+fn a(class: &str) -> &'static str {
+    if class.starts_with(['a', 'e', 'i', 'o', 'u', 'A', 'E', 'I', 'O', 'U']) {
+        "an"
     } else {
-        None
+        "a"
     }
 }
 
@@ -276,33 +320,37 @@ impl std::fmt::Display for AddressDenied {
 
 impl StdError for AddressDenied {}
 
-/// Resolves host names for the client and vets every address, so the
-/// connection can only go to an address the policy allows (no DNS-rebinding
-/// window between a check and the connect).
+/// Resolves host names for one rule's client and vets every address, so
+/// the connection can only go to an address that rule allows (no
+/// DNS-rebinding window between a check and the connect). Its refusals name
+/// the class of the address, never the address: what an internal name
+/// resolves to is not the agent's to learn.
 struct VettingResolver {
-    rules: Arc<Vec<Rule>>,
+    allow_private: bool,
     overrides: Arc<HashMap<String, Vec<IpAddr>>>,
 }
 
 impl reqwest::dns::Resolve for VettingResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_ascii_lowercase();
-        let allow_private = self.rules.iter().any(|r| r.allow_private && r.pattern.host.matches(&host));
+        let allow_private = self.allow_private;
         let fixed = self.overrides.get(&host).cloned();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = match fixed {
                 Some(ips) => ips.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect(),
                 None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
             };
+            let denied = |msg: String| Box::new(AddressDenied(msg)) as Box<dyn StdError + Send + Sync>;
             if addrs.is_empty() {
-                return Err(Box::new(AddressDenied(format!("{host} resolves to no address")))
-                    as Box<dyn StdError + Send + Sync>);
+                return Err(denied(format!("{} resolves to no address", quote(&host))));
             }
             if !allow_private {
-                if let Some((ip, class)) = addrs.iter().find_map(|a| non_public(a.ip()).map(|c| (a.ip(), c))) {
-                    return Err(Box::new(AddressDenied(format!(
-                        "{host} resolves to {ip}, a {class} address; the rule must say allow_private = true"
-                    ))) as Box<dyn StdError + Send + Sync>);
+                if let Some(class) = addrs.iter().find_map(|a| non_public(a.ip())) {
+                    return Err(denied(format!(
+                        "{} resolves to {} {class} address; the rule must say allow_private = true",
+                        quote(&host),
+                        a(class)
+                    )));
                 }
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
@@ -325,12 +373,140 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "proxy-connection",
 ];
 
+/// Most headers one request may carry.
+const MAX_HEADERS: usize = 100;
+
+/// Most bytes of a guest string quoted in a message.
+const QUOTE_BYTES: usize = 256;
+
+/// Guest text for a message: control characters escaped, cut to
+/// [`QUOTE_BYTES`].
+fn quote(text: &str) -> String {
+    let mut budget = QUOTE_BYTES;
+    escape_capped(text, &mut budget)
+}
+
 /// A failed request with a fixed label for metrics (never guest text).
 type Refusal = (&'static str, HttpError);
 
+fn too_large_request(bytes: u64, exact: bool, limit: u64) -> Refusal {
+    let at_least = if exact { "" } else { "at least " };
+    let msg =
+        format!("request is {at_least}{bytes} bytes (URL, headers and body); the limit is {limit} (max_request_bytes)");
+    ("too-large", HttpError::TooLarge(msg))
+}
+
+/// Refuses a header list by its length alone, before any element is read.
+fn check_header_count(n: usize) -> Result<(), Refusal> {
+    if n > MAX_HEADERS {
+        let msg = format!("request has {n} headers; the limit is {MAX_HEADERS}");
+        return Err(("too-large", HttpError::TooLarge(msg)));
+    }
+    Ok(())
+}
+
+/// `request` as the guest passed it: views of guest memory whose sizes are
+/// known before anything is copied or decoded.
+#[derive(ComponentType, Lift)]
+#[component(record)]
+struct RawRequest {
+    method: Method,
+    url: GuestStr,
+    headers: WasmList<(GuestStr, GuestStr)>,
+    body: Option<WasmList<u8>>,
+}
+
+/// A request copied out of guest memory, within `max_request_bytes`.
+struct OutboundRequest {
+    method: Method,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Links `send` taking the request as views of guest memory: the sizes of
+/// its URL, headers and body are checked against `max_request_bytes`
+/// before the host copies or decodes any of them.
+fn link_checked(l: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    let mut i = l.instance("chimera:agent/outbound-http@0.1.0")?;
+    i.func_wrap_async("send", |mut store: StoreContextMut<'_, TaskState>, (raw,): (RawRequest,)| {
+        Box::new(async move {
+            store.data().usage.count_call(Call::Http);
+            let result = match lift_request(&mut store, &raw)? {
+                Ok(request) => store.data_mut().http_send(request).await,
+                Err(refusal) => Err(refusal),
+            };
+            Ok((store.data().http_outcome(result),))
+        })
+    })?;
+    Ok(())
+}
+
+/// Copies a request out of guest memory if the grant allows a request at
+/// all and its URL, headers and body fit in `max_request_bytes` together.
+fn lift_request(
+    store: &mut StoreContextMut<'_, TaskState>,
+    raw: &RawRequest,
+) -> wasmtime::Result<Result<OutboundRequest, Refusal>> {
+    let limit = match store.data().http_access() {
+        Ok(access) => access.grant.max_request_bytes,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let n = raw.headers.len();
+    if let Err(refusal) = check_header_count(n) {
+        return Ok(Err(refusal));
+    }
+    // From the lengths alone, before any header is read: every header needs
+    // a name of at least one byte.
+    let body_len = raw.body.as_ref().map_or(0, |b| b.len()) as u64;
+    let floor = raw.url.min_len() as u64 + n as u64 + body_len;
+    if floor > limit {
+        return Ok(Err(too_large_request(floor, n == 0 && raw.url.min_len() == raw.url.max_len(), limit)));
+    }
+    let mut views = Vec::with_capacity(raw.headers.len());
+    for i in 0..raw.headers.len() {
+        if let Some(header) = raw.headers.get(&mut *store, i) {
+            views.push(header?);
+        }
+    }
+    // What the request is at least and at most once decoded to UTF-8 (the
+    // same for a UTF-8 guest).
+    let strings = || std::iter::once(&raw.url).chain(views.iter().flat_map(|(k, v)| [k, v]));
+    let least = body_len + strings().map(|s| s.min_len() as u64).sum::<u64>();
+    let most = body_len + strings().map(|s| s.max_len() as u64).sum::<u64>();
+    if least > limit {
+        return Ok(Err(too_large_request(least, least == most, limit)));
+    }
+    // Decode each string within what the limit leaves it.
+    let mut spare = usize::try_from(limit - least).unwrap_or(usize::MAX);
+    let store = &*store;
+    let mut decode = |s: &GuestStr| -> wasmtime::Result<Option<String>> {
+        let Some(text) = s.decode_within(store, s.min_len().saturating_add(spare))? else {
+            return Ok(None);
+        };
+        spare -= text.len() - s.min_len();
+        Ok(Some(text))
+    };
+    let over = || -> wasmtime::Result<Result<OutboundRequest, Refusal>> {
+        let msg = format!(
+            "request is more than {limit} bytes (URL, headers and body) once decoded to UTF-8; the limit is {limit} (max_request_bytes)"
+        );
+        Ok(Err(("too-large", HttpError::TooLarge(msg))))
+    };
+    let Some(url) = decode(&raw.url)? else { return over() };
+    let mut headers = Vec::with_capacity(views.len());
+    for (name, value) in &views {
+        let Some(name) = decode(name)? else { return over() };
+        let Some(value) = decode(value)? else { return over() };
+        headers.push((name, value));
+    }
+    let body = raw.body.as_ref().map(|b| b.as_le_slice(store).to_vec()).unwrap_or_default();
+    Ok(Ok(OutboundRequest { method: raw.method, url, headers, body }))
+}
+
 impl TaskState {
-    async fn http_send(&mut self, request: Request) -> Result<Response, Refusal> {
-        let usage = self.usage.clone();
+    /// The grant, if this task may send one more request.
+    fn http_access(&self) -> Result<&HttpAccess, Refusal> {
         let Some(access) = &self.http else {
             return Err(("not-granted", HttpError::Denied("outbound-http is not granted".into())));
         };
@@ -338,41 +514,60 @@ impl TaskState {
             let msg = format!("this task already sent {} requests (max_requests)", access.grant.max_requests);
             return Err(("quota", HttpError::QuotaExceeded(msg)));
         }
-        let url = Url::parse(&request.url)
-            .map_err(|e| ("invalid-request", HttpError::InvalidRequest(format!("bad URL {:?}: {e}", request.url))))?;
+        Ok(access)
+    }
+
+    /// Counts a refusal under its fixed label and hands the error over.
+    fn http_outcome(&self, result: Result<Response, Refusal>) -> Result<Response, HttpError> {
+        result.map_err(|(label, error)| {
+            if matches!(error, HttpError::Denied(_) | HttpError::QuotaExceeded(_) | HttpError::TooLarge(_)) {
+                self.metrics.denied(&self.log.agent, "outbound-http", label);
+            }
+            error
+        })
+    }
+
+    async fn http_send(&mut self, request: OutboundRequest) -> Result<Response, Refusal> {
+        let usage = self.usage.clone();
+        let access = self.http_access()?;
+        let limit = access.grant.max_request_bytes;
+        let url = Url::parse(&request.url).map_err(|e| {
+            ("invalid-request", HttpError::InvalidRequest(format!("bad URL \"{}\": {e}", quote(&request.url))))
+        })?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(("credentials", HttpError::Denied("URLs with credentials (user@host) are not allowed".into())));
         }
-        access.authorize(request.method, &url)?;
-        let body = request.body.unwrap_or_default();
-        if body.len() as u64 > access.grant.max_request_bytes {
-            let msg = format!(
-                "request body is {} bytes; the limit is {} (max_request_bytes)",
-                body.len(),
-                access.grant.max_request_bytes
-            );
-            return Err(("too-large", HttpError::TooLarge(msg)));
-        }
+        let rule = access.authorize(request.method, &url)?;
         let method = reqwest::Method::from_bytes(method_name(request.method).as_bytes()).expect("known method");
-        let mut builder = access.client.request(method, url.clone());
+        let mut builder = rule.client.request(method, url.clone());
+        let mut header_bytes = 0u64;
         for (name, value) in &request.headers {
             if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-                return Err(("forbidden-header", HttpError::Denied(format!("agents may not set the `{name}` header"))));
+                let msg = format!("agents may not set the `{}` header", quote(name));
+                return Err(("forbidden-header", HttpError::Denied(msg)));
             }
             let bad = |what: String| ("invalid-request", HttpError::InvalidRequest(what));
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| bad(format!("bad header name {name:?}")))?;
-            let value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| bad(format!("bad value for header `{name}`")))?;
-            builder = builder.header(name, value);
+            let header_name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(format!("bad header name \"{}\"", quote(name))))?;
+            let header_value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| bad(format!("bad value for header `{}`", quote(name))))?;
+            header_bytes += (name.len() + value.len()) as u64;
+            builder = builder.header(header_name, header_value);
         }
+        // The URL that leaves is the parsed one (normalised, percent-encoded):
+        // it is what is counted, and checked again.
+        let sent = url.as_str().len() as u64 + header_bytes + request.body.len() as u64;
+        if sent > limit {
+            return Err(too_large_request(sent, true, limit));
+        }
+        let max_body = access.grant.max_response_bytes;
+        let timeout = Duration::from_millis(access.grant.timeout_ms);
         self.http_requests += 1;
         UsageCounters::add(&usage.http_requests, 1);
-        UsageCounters::add(&usage.http_bytes_sent, body.len() as u64);
-        let max_body = access.grant.max_response_bytes;
+        UsageCounters::add(&usage.http_bytes_sent, sent);
         let mut held = HeldBytes { usage, bytes: 0 };
         let exchange = async move {
-            let mut response = builder.body(body).send().await.map_err(classify)?;
+            let mut response = builder.body(request.body).send().await.map_err(classify)?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -401,9 +596,7 @@ impl TaskState {
             }
             Ok(Response { status, headers, body })
         };
-        tokio::time::timeout(Duration::from_millis(access.grant.timeout_ms), exchange)
-            .await
-            .unwrap_or(Err(("timeout", HttpError::Timeout)))
+        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(("timeout", HttpError::Timeout)))
     }
 }
 
@@ -434,7 +627,7 @@ fn too_large(max: u64) -> Refusal {
 }
 
 /// Maps a client error to the WIT error, finding a resolver refusal in the
-/// error's sources.
+/// error's sources. The URL is left out and the text capped.
 fn classify(e: reqwest::Error) -> Refusal {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&e);
     while let Some(s) = source {
@@ -446,28 +639,45 @@ fn classify(e: reqwest::Error) -> Refusal {
     if e.is_timeout() {
         return ("timeout", HttpError::Timeout);
     }
+    let e = e.without_url();
     let mut reason = e.to_string();
     if let Some(inner) = e.source() {
         reason = format!("{reason}: {inner}");
     }
-    ("connection-failed", HttpError::ConnectionFailed(reason))
+    ("connection-failed", HttpError::ConnectionFailed(quote(&reason)))
 }
 
+/// The bindgen interface, for a caller holding an already-decoded request;
+/// the linker uses [`link_checked`] instead, which sizes the request before
+/// it is copied out of guest memory. Same checks, same outcome.
 impl wit::Host for TaskState {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         self.usage.count_call(Call::Http);
-        Ok(self.http_send(request).await.map_err(|(label, error)| {
-            if matches!(error, HttpError::Denied(_) | HttpError::QuotaExceeded(_) | HttpError::TooLarge(_)) {
-                self.metrics.denied(&self.log.agent, "outbound-http", label);
+        let checked = self.http_access().map(|a| a.grant.max_request_bytes).and_then(|limit| {
+            check_header_count(request.headers.len())?;
+            let bytes = (request.url.len()
+                + request.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                + request.body.as_ref().map_or(0, Vec::len)) as u64;
+            if bytes > limit {
+                return Err(too_large_request(bytes, true, limit));
             }
-            error
-        }))
+            Ok(())
+        });
+        let result = match checked {
+            Ok(()) => {
+                let Request { method, url, headers, body } = request;
+                self.http_send(OutboundRequest { method, url, headers, body: body.unwrap_or_default() }).await
+            }
+            Err(refusal) => Err(refusal),
+        };
+        Ok(self.http_outcome(result))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::dns::Resolve;
 
     #[test]
     fn patterns_match_exactly() {
@@ -483,48 +693,89 @@ mod tests {
         assert!(!p.matches(&u("https://api.example.com/v1/../admin"), "api.example.com"));
     }
 
+    fn resolver(allow_private: bool, names: &[(&str, &str)]) -> VettingResolver {
+        let overrides = names.iter().map(|(n, ip)| (n.to_string(), vec![ip.parse().unwrap()])).collect();
+        VettingResolver { allow_private, overrides: Arc::new(overrides) }
+    }
+
     #[tokio::test]
-    async fn the_resolver_refuses_non_public_addresses_without_connecting() {
-        use reqwest::dns::Resolve;
-        let grant = HttpGrant {
-            allow: vec![crate::policy::HttpAllow {
-                url: "http://*.test/".into(),
-                methods: vec!["GET".into()],
-                allow_private: false,
-            }],
-            ..HttpGrant::default()
-        };
+    async fn the_resolver_refuses_non_public_addresses_without_saying_which() {
         let cases = [
-            ("metadata.test", "169.254.169.254", "link-local (includes cloud metadata)"),
-            ("private.test", "10.0.0.5", "private"),
-            ("ula.test", "fd00::1", "private (unique local)"),
-            ("mapped.test", "::ffff:192.168.1.1", "private"),
-            ("nat64.test", "64:ff9b::7f00:1", "loopback"),
-            ("cgnat.test", "100.64.0.1", "shared (carrier-grade NAT)"),
+            ("metadata.test", "169.254.169.254", "a link-local (includes cloud metadata)"),
+            ("private.test", "10.0.0.5", "a private"),
+            ("ula.test", "fd00::1", "a private (unique local)"),
+            ("mapped.test", "::ffff:192.168.1.1", "a private"),
+            ("translated.test", "::ffff:0:7f00:1", "an IPv4-translated"),
+            ("nat64.test", "64:ff9b::7f00:1", "a NAT64"),
+            ("nat64-local.test", "64:ff9b:1::a00:1", "a NAT64 (local use)"),
+            ("6to4.test", "2002:7f00:1::1", "a 6to4"),
+            ("teredo.test", "2001:0:4136:e378:8000:63bf:80ff:fffe", "a Teredo"),
+            ("cgnat.test", "100.64.0.1", "a shared (carrier-grade NAT)"),
+            ("zero.test", "0.0.0.0", "an unspecified (this network)"),
         ];
-        let overrides: HashMap<String, Vec<IpAddr>> =
-            cases.iter().map(|(n, ip, _)| (n.to_string(), vec![ip.parse().unwrap()])).collect();
-        let resolver = VettingResolver {
-            rules: HttpAccess::new(&grant, &overrides).unwrap().rules,
-            overrides: Arc::new(overrides),
-        };
+        let vetting = resolver(false, &cases.map(|(n, ip, _)| (n, ip)));
         for (name, ip, class) in cases {
-            let err = match resolver.resolve(name.parse().unwrap()).await {
+            let err = match vetting.resolve(name.parse().unwrap()).await {
                 Ok(_) => panic!("{name} resolved"),
                 Err(e) => e.to_string(),
             };
+            assert_eq!(err, format!("{name} resolves to {class} address; the rule must say allow_private = true"));
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(
-                err,
-                format!("{name} resolves to {ip}, a {class} address; the rule must say allow_private = true")
-            );
+            assert!(!err.contains(&ip.to_string()), "{err}");
         }
-        let public: HashMap<String, Vec<IpAddr>> =
-            [("ok.test".to_string(), vec!["93.184.216.34".parse().unwrap()])].into();
-        let resolver =
-            VettingResolver { rules: HttpAccess::new(&grant, &public).unwrap().rules, overrides: Arc::new(public) };
-        let addrs: Vec<SocketAddr> = resolver.resolve("ok.test".parse().unwrap()).await.unwrap().collect();
+        // Public addresses resolve, and a rule with allow_private takes the rest.
+        let public = resolver(false, &[("ok.test", "93.184.216.34")]);
+        let addrs: Vec<SocketAddr> = public.resolve("ok.test".parse().unwrap()).await.unwrap().collect();
         assert_eq!(addrs, ["93.184.216.34:0".parse().unwrap()]);
+        let private = resolver(true, &[("svc.test", "127.0.0.1")]);
+        let addrs: Vec<SocketAddr> = private.resolve("svc.test".parse().unwrap()).await.unwrap().collect();
+        assert_eq!(addrs, ["127.0.0.1:0".parse().unwrap()]);
+    }
+
+    #[test]
+    fn special_purpose_ranges_are_classified() {
+        let class = |s: &str| non_public(s.parse().unwrap());
+        for (ip, expected) in [
+            ("127.0.0.1", Some("loopback")),
+            ("10.1.2.3", Some("private")),
+            ("172.31.255.255", Some("private")),
+            ("192.168.0.1", Some("private")),
+            ("169.254.169.254", Some(LINK_LOCAL_V4)),
+            ("0.1.2.3", Some("unspecified (this network)")),
+            ("100.127.255.255", Some("shared (carrier-grade NAT)")),
+            ("192.0.0.8", Some("IETF protocol assignment")),
+            ("192.0.2.1", Some("documentation")),
+            ("198.19.0.1", Some("benchmarking")),
+            ("224.0.0.1", Some("multicast")),
+            ("240.0.0.1", Some("reserved")),
+            ("255.255.255.255", Some("broadcast")),
+            ("::", Some("unspecified")),
+            ("::1", Some("loopback")),
+            ("::7f00:1", Some("IPv4-compatible (deprecated)")),
+            ("::ffff:127.0.0.1", Some("loopback")),
+            ("::ffff:0:a00:1", Some("IPv4-translated")),
+            ("64:ff9b::808:808", Some("NAT64")),
+            ("64:ff9b:1:2::1", Some("NAT64 (local use)")),
+            ("100::1", Some("discard-only")),
+            ("2001::1", Some("Teredo")),
+            ("2001:2::1", Some("benchmarking")),
+            ("2001:db8::1", Some("documentation")),
+            ("2002:a00:1::", Some("6to4")),
+            ("fc00::1", Some("private (unique local)")),
+            ("fe80::1", Some("link-local")),
+            ("ff02::1", Some("multicast")),
+            // public, including the globally reachable ones inside special ranges
+            ("93.184.216.34", None),
+            ("8.8.8.8", None),
+            ("192.0.0.9", None),
+            ("::ffff:8.8.8.8", None),
+            ("2606:4700::1111", None),
+            ("2001:4860:4860::8888", None),
+            ("2001:1::1", None),
+            ("2001:20::1", None),
+        ] {
+            assert_eq!(class(ip), expected, "{ip}");
+        }
     }
 
     #[test]
@@ -544,9 +795,56 @@ mod tests {
             };
             assert_eq!(non_public(ip), Some("loopback"), "{s}");
         }
-        assert!(non_public("169.254.169.254".parse().unwrap()).unwrap().contains("metadata"));
-        assert_eq!(non_public("93.184.216.34".parse().unwrap()), None);
-        assert_eq!(non_public("2606:4700::1111".parse().unwrap()), None);
-        assert!(non_public(std::net::Ipv6Addr::LOCALHOST.into()).is_some());
+    }
+
+    #[test]
+    fn the_matching_rule_alone_decides() {
+        let rule = |url: &str, methods: &[&str], allow_private| crate::policy::HttpAllow {
+            url: url.into(),
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            allow_private,
+        };
+        let grant = HttpGrant {
+            allow: vec![
+                rule("http://svc.test:8080/open/", &["GET"], true),
+                rule("http://svc.test:8080/closed/", &["GET", "POST"], false),
+                rule("http://127.0.0.1:8080/open/", &["GET"], true),
+                rule("http://127.0.0.1:8080/closed/", &["GET"], false),
+            ],
+            ..HttpGrant::default()
+        };
+        let access = HttpAccess::new(&grant, &HashMap::new()).unwrap();
+        let u = |s: &str| Url::parse(s).unwrap();
+        let chosen = |m, s: &str| access.authorize(m, &u(s)).map(|r| r.pattern.path_prefix.clone());
+        assert_eq!(chosen(Method::Get, "http://svc.test:8080/open/x").unwrap(), "/open/");
+        assert!(access.authorize(Method::Get, &u("http://svc.test:8080/open/x")).unwrap().allow_private);
+        assert!(!access.authorize(Method::Get, &u("http://svc.test:8080/closed/x")).unwrap().allow_private);
+        assert_eq!(chosen(Method::Post, "http://svc.test:8080/closed/x").unwrap(), "/closed/");
+        let denied = |m, s: &str| match access.authorize(m, &u(s)) {
+            Err((label, HttpError::Denied(msg))) => (label, msg),
+            other => panic!("{s}: {other:?}"),
+        };
+        // POST is allowed by the closed rule only; the open one does not lend it.
+        assert_eq!(denied(Method::Post, "http://svc.test:8080/open/x").0, "no-rule");
+        assert_eq!(chosen(Method::Get, "http://127.0.0.1:8080/open/x").unwrap(), "/open/");
+        assert_eq!(
+            denied(Method::Get, "http://127.0.0.1:8080/closed/x"),
+            ("private-address", "127.0.0.1 is a loopback address; the rule must say allow_private = true".into())
+        );
+        // A long URL is quoted capped in the message.
+        let long = format!("http://elsewhere.test/{}", "a".repeat(10_000));
+        let (_, msg) = denied(Method::Get, &long);
+        assert!(msg.len() < QUOTE_BYTES + 100 && msg.ends_with('…'), "{msg}");
+    }
+
+    #[test]
+    fn header_lists_are_refused_by_their_length() {
+        match check_header_count(1_000_000) {
+            Err(("too-large", HttpError::TooLarge(m))) => {
+                assert_eq!(m, "request has 1000000 headers; the limit is 100")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(check_header_count(100).is_ok());
     }
 }

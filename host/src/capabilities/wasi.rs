@@ -323,6 +323,9 @@ impl HostMonotonicClock for CoarseMonotonicClock {
 /// environment, no arguments, empty stdin, captured stdout/stderr, coarse
 /// clocks, and no network: this is what an inert filesystem or inert sockets
 /// stand on, so the denials below are the ones an agent meets.
+/// Most bytes one `get-random-bytes` call may ask for.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
 pub(crate) fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr: CapturedOutput) -> WasiCtx {
     let resolution = Duration::from_millis(grant.clock_resolution_ms);
     let mut b = WasiCtxBuilder::new();
@@ -333,7 +336,11 @@ pub(crate) fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr:
         .allow_ip_name_lookup(false)
         .allow_tcp(false)
         .allow_udp(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }));
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        // The host allocates what `get-random-bytes` asks for before the
+        // guest's memory limit sees it: bound one call (wasmtime's default
+        // is 64 MiB).
+        .max_random_size(MAX_RANDOM_BYTES);
     b.build()
 }
 

@@ -192,7 +192,6 @@ struct State {
     queue: ReadyQueue,
     records: HashMap<u64, TaskRecord>,
     running: HashMap<u64, CancellationToken>,
-    running_per_agent: HashMap<String, usize>,
     idempotency: HashMap<String, u64>,
     /// Tasks waiting out a retry delay (they count against `max_queued`).
     retrying: usize,
@@ -206,7 +205,7 @@ struct Shared {
     agents: HashMap<String, AgentEntry>,
     config: SchedulerConfig,
     state: Mutex<State>,
-    wake: Notify,
+    wake: Arc<Notify>,
     journal: Journal,
     stop: CancellationToken,
     metrics: SchedulerMetrics,
@@ -232,7 +231,11 @@ impl Scheduler {
         let store = host.kv_store().map_err(|e| JournalError::new(e.to_string()))?;
         let journal = Journal::open(store)?;
         let metrics = SchedulerMetrics::register(host.metrics());
+        let wake = Arc::new(Notify::new());
         for entry in &agents {
+            // One cap for the agent, whether the scheduler or a calling agent starts it.
+            entry.agent.set_max_concurrency(entry.max_concurrency);
+            entry.agent.slots.on_free(wake.clone());
             host.register(entry.agent.clone());
         }
         let agents: HashMap<String, AgentEntry> = agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect();
@@ -240,7 +243,6 @@ impl Scheduler {
             queue: ReadyQueue::default(),
             records: HashMap::new(),
             running: HashMap::new(),
-            running_per_agent: HashMap::new(),
             idempotency: HashMap::new(),
             retrying: 0,
             waiters: HashMap::new(),
@@ -271,7 +273,7 @@ impl Scheduler {
             agents,
             config,
             state: Mutex::new(state),
-            wake: Notify::new(),
+            wake: wake.clone(),
             journal,
             stop: CancellationToken::new(),
             metrics,
@@ -449,6 +451,8 @@ struct Job {
     cancel: CancellationToken,
     waited: Duration,
     attempt: usize,
+    /// The agent's running slot, freed when the run ends.
+    slot: crate::concurrency::Slot,
 }
 
 impl Shared {
@@ -480,15 +484,12 @@ impl Shared {
                 let mut guard = self.state.lock().unwrap();
                 let st = &mut *guard;
                 let caps = &self.agents;
-                let running = &st.running_per_agent;
-                let runnable = |agent: &str| {
-                    caps.get(agent).is_some_and(|e| running.get(agent).copied().unwrap_or(0) < e.max_concurrency)
-                };
+                let runnable = |agent: &str| caps.get(agent).is_some_and(|e| e.agent.slots.available());
                 let popped = st.queue.pop(Instant::now(), self.config.aging, runnable);
                 self.metrics.set_queue_depth(&st.queue);
                 match popped {
                     None => (None, None),
-                    Some((_, queued)) => self.start_job(st, queued),
+                    Some((priority, queued)) => self.start_job(st, priority, queued),
                 }
             };
             if let Some(record) = expired {
@@ -512,7 +513,12 @@ impl Shared {
     }
 
     #[allow(clippy::type_complexity)]
-    fn start_job(&self, st: &mut State, queued: Queued) -> (Option<(Job, TaskRecord)>, Option<TaskRecord>) {
+    fn start_job(
+        &self,
+        st: &mut State,
+        priority: Priority,
+        queued: Queued,
+    ) -> (Option<(Job, TaskRecord)>, Option<TaskRecord>) {
         let Some(entry) = self.agents.get(&*queued.agent) else {
             // An agent removed from the configuration since the task was accepted.
             let record = st.records.get_mut(&queued.id).unwrap();
@@ -528,6 +534,12 @@ impl Shared {
             record.error = Some(TaskError::DeadlineExceeded);
             return (None, Some(record.clone()));
         }
+        let Some(slot) = entry.agent.slots.try_take() else {
+            // A calling agent took the last slot since the queue looked: wait
+            // for one to be freed (that wakes the workers).
+            st.queue.push(priority, queued);
+            return (None, None);
+        };
         record.status = TaskStatus::Running;
         record.attempts.push(Attempt {
             started_ms: now_ms(),
@@ -544,10 +556,10 @@ impl Shared {
             cancel: CancellationToken::new(),
             waited: queued.since.elapsed(),
             attempt: record.attempts.len(),
+            slot,
         };
         let record = record.clone();
         st.running.insert(job.id, job.cancel.clone());
-        *st.running_per_agent.entry(queued.agent.to_string()).or_default() += 1;
         (Some((job, record)), None)
     }
 
@@ -560,14 +572,12 @@ impl Shared {
         let options = RunOptions { deadline, cancel: Some(job.cancel.clone()) };
         let span = tracing::info_span!("task", agent = job.agent.name(), task = job.id, attempt = job.attempt);
         let report = tracing::Instrument::instrument(self.host.run_with(&job.agent, &job.input, options), span).await;
+        drop(job.slot);
 
         let mut retry_after = None;
         let record = {
             let mut st = self.state.lock().unwrap();
             st.running.remove(&job.id);
-            if let Some(n) = st.running_per_agent.get_mut(job.agent.name()) {
-                *n -= 1;
-            }
             let record = st.records.get_mut(&job.id).unwrap();
             let attempt = record.attempts.last_mut().expect("a running task has an attempt");
             attempt.finished_ms = Some(now_ms());
