@@ -34,7 +34,17 @@ fn main() {
         ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch", "flaky", "passthrough"][..]),
         (
             "attack-components",
-            &["fs-escape", "sleeper", "snoop", "socket-escape", "kv-escape", "egress", "fork-bomb", "crowd-probe", "exit-early"][..],
+            &[
+                "fs-escape",
+                "sleeper",
+                "snoop",
+                "socket-escape",
+                "kv-escape",
+                "egress",
+                "fork-bomb",
+                "crowd-probe",
+                "exit-early",
+            ][..],
         ),
     ] {
         cargo_build(&root.join(workspace), "wasm32-wasip2", &target_dir);

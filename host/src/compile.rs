@@ -169,9 +169,10 @@ const EXIT_FAILED: i32 = 4;
 /// the component on stdin.
 fn worker(args: Vec<PathBuf>) -> Result<(), (i32, String)> {
     let failed = |m: String| (EXIT_FAILED, m);
-    let [settings, memory, cpu, out] = <[PathBuf; 4]>::try_from(args).map_err(|_| failed("bad worker arguments".into()))?;
-    let settings: EngineSettings = serde_json::from_str(&settings.to_string_lossy())
-        .map_err(|e| failed(format!("bad engine settings: {e}")))?;
+    let [settings, memory, cpu, out] =
+        <[PathBuf; 4]>::try_from(args).map_err(|_| failed("bad worker arguments".into()))?;
+    let settings: EngineSettings =
+        serde_json::from_str(&settings.to_string_lossy()).map_err(|e| failed(format!("bad engine settings: {e}")))?;
     let memory: u64 = memory.to_string_lossy().parse().map_err(|_| failed("bad memory budget".into()))?;
     let cpu: u64 = cpu.to_string_lossy().parse().map_err(|_| failed("bad CPU budget".into()))?;
     limit_self(memory, cpu).map_err(|e| failed(format!("cannot set the compile budget: {e}")))?;
@@ -307,10 +308,7 @@ fn judge(status: ExitStatus, stderr: &str, budget: &LoadBudget) -> Result<(), Co
         (Some(EXIT_INVALID), _) => Err(CompileFailure::Invalid(stderr.to_string())),
         (_, Some(libc::SIGXCPU)) | (_, Some(libc::SIGKILL)) => Err(CompileFailure::Budget {
             key: "compile_timeout_ms",
-            detail: format!(
-                "compiling used more CPU time than {} ms on every core",
-                budget.compile_timeout_ms
-            ),
+            detail: format!("compiling used more CPU time than {} ms on every core", budget.compile_timeout_ms),
         }),
         (_, Some(libc::SIGXFSZ)) => Err(CompileFailure::Budget {
             key: "compile_memory_mib",

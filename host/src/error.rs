@@ -109,7 +109,9 @@ pub enum TaskError {
     )]
     HandleLimit { limit: u64 },
     /// The agent spent its CPU budget.
-    #[error("CPU limit exceeded: the task used more than {limit_ms} ms of CPU in wasm and host calls ([limits] cpu_ms)")]
+    #[error(
+        "CPU limit exceeded: the task used more than {limit_ms} ms of CPU in wasm and host calls ([limits] cpu_ms)"
+    )]
     CpuLimit { limit_ms: u64 },
     /// The task took longer than its wall-clock timeout.
     #[error("timed out: the task ran longer than {limit_ms} ms ([limits] timeout_ms)")]
@@ -125,7 +127,9 @@ pub enum TaskError {
     OutputTooLarge { size: u64, limit: u64 },
     /// One host call handed the host more argument bytes than it may lift
     /// (strings and lists it points at, counted before any copy).
-    #[error("a host call's arguments exceed {limit_bytes} bytes, what one call may hand the host ([limits] memory_mib)")]
+    #[error(
+        "a host call's arguments exceed {limit_bytes} bytes, what one call may hand the host ([limits] memory_mib)"
+    )]
     HostCallTooLarge { limit_bytes: u64 },
     /// The agent called `wasi:cli/exit` instead of returning a result.
     #[error("the agent exited with status {status} (wasi:cli/exit) instead of returning a result")]

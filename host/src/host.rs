@@ -204,7 +204,9 @@ impl Host {
                 || config.max_memories_per_component == 0
                 || config.max_tables_per_component == 0)
         {
-            return Err(HostError::Config("the per-component instance, memory and table caps must be at least 1".into()));
+            return Err(HostError::Config(
+                "the per-component instance, memory and table caps must be at least 1".into(),
+            ));
         }
         let c = EngineSettings::from_config(&config).config(false);
         let engine = Engine::new(&c).map_err(|e| {
@@ -267,7 +269,11 @@ impl Host {
             return Err(LoadError::Budget {
                 what: what.to_string(),
                 key: "max_component_bytes",
-                detail: format!("the component is {} bytes; at most {} are accepted", bytes.len(), budget.max_component_bytes),
+                detail: format!(
+                    "the component is {} bytes; at most {} are accepted",
+                    bytes.len(),
+                    budget.max_component_bytes
+                ),
             });
         }
         if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
@@ -285,17 +291,22 @@ impl Host {
                 }
                 Compiler::Subprocess(program) => {
                     let program = crate::compile::worker_program(program).map_err(CompileFailure::Worker)?;
-                    let scratch = self.config.compile_cache_dir.clone().unwrap_or_else(|| self.config.data_dir.join("compiled"));
+                    let scratch =
+                        self.config.compile_cache_dir.clone().unwrap_or_else(|| self.config.data_dir.join("compiled"));
                     crate::compile::in_subprocess(&program, &self.engine_settings, budget, &scratch, bytes)
                 }
             }
         };
         let artifact = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.engine, bytes, &self.metrics, compile),
-            None => compile().and_then(|a| crate::cache::deserialize(&self.engine, &a).map_err(CompileFailure::Unloadable)),
+            None => {
+                compile().and_then(|a| crate::cache::deserialize(&self.engine, &a).map_err(CompileFailure::Unloadable))
+            }
         };
         artifact.map_err(|failure| match failure {
-            CompileFailure::Invalid(reason) | CompileFailure::Unloadable(reason) if reason.contains("pooling allocator") => {
+            CompileFailure::Invalid(reason) | CompileFailure::Unloadable(reason)
+                if reason.contains("pooling allocator") =>
+            {
                 // Valid wasm, but larger than this host's instance pool admits.
                 LoadError::Unsupported { agent: what.to_string(), reason: format!("{reason}; this host refuses it") }
             }
@@ -452,7 +463,12 @@ impl Host {
     /// Links the granted and inert imports (each interface once) and
     /// pre-instantiates: the check `audit` runs too, so it never calls
     /// runnable what `load` refuses.
-    fn link(&self, name: &str, component: &Component, imports: &[ImportDecision]) -> Result<AgentPre<TaskState>, LoadError> {
+    fn link(
+        &self,
+        name: &str,
+        component: &Component,
+        imports: &[ImportDecision],
+    ) -> Result<AgentPre<TaskState>, LoadError> {
         let link_err = |e: wasmtime::Error| LoadError::Link { agent: name.to_string(), reason: format!("{e:#}") };
         let mut linker: Linker<TaskState> = Linker::new(&self.engine);
         let mut linked: Vec<&str> = Vec::new();
@@ -465,7 +481,8 @@ impl Host {
             }
         }
         let pre = linker.instantiate_pre(component).map_err(link_err)?;
-        AgentPre::new(pre).map_err(|e| LoadError::MissingEntryPoint { agent: name.to_string(), reason: format!("{e:#}") })
+        AgentPre::new(pre)
+            .map_err(|e| LoadError::MissingEntryPoint { agent: name.to_string(), reason: format!("{e:#}") })
     }
 
     /// The KV store, opened on first use.

@@ -6,10 +6,9 @@
 
 use chimera_host::{Host, LoadError, Policy, TaskError, TaskReport};
 use chimera_tests::{artifacts, assert_counted, component, host_in, metric, policy, run_beside_bystander};
-use std::sync::Mutex;
 
 /// The memory-measuring tests run one at a time: peak RSS is process-wide.
-static MEASURING: Mutex<()> = Mutex::new(());
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn reset_peak_rss() {
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
@@ -25,7 +24,7 @@ fn peak_rss_kib() -> u64 {
 /// show: the bystander undisturbed, and the host grown by far less than the
 /// 65 transcoded copies (up to 3 bytes per unit each) a naive decode makes.
 async fn string_bomb(path: &str, input_len: usize) -> TaskReport {
-    let _one = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = MEASURING.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let host = host_in(dir.path());
     let agent = host.load("attack", &component(path), policy("[capabilities.logging]")).unwrap();
@@ -175,7 +174,12 @@ async fn a_called_agent_runs_under_its_own_concurrency_cap_and_reports_to_its_ca
 async fn a_call_is_refused_when_the_input_is_over_the_callees_limit_before_it_is_copied() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_in(dir.path());
-    load(&host, "crowd-probe", artifacts::CROWD_PROBE, "[limits]\nmax_input_bytes = 1024\n[capabilities.kv]\n[capabilities.logging]\n");
+    load(
+        &host,
+        "crowd-probe",
+        artifacts::CROWD_PROBE,
+        "[limits]\nmax_input_bytes = 1024\n[capabilities.kv]\n[capabilities.logging]\n",
+    );
     let caller = load(&host, "caller", artifacts::FORK_BOMB, "[capabilities.tasks]\nallow = [\"crowd-probe\"]\n");
     let input = serde_json::json!({"target": "crowd-probe", "input": "7".repeat(2048)}).to_string();
     let r = host.run(&caller, &input).await;
@@ -184,7 +188,10 @@ async fn a_call_is_refused_when_the_input_is_over_the_callees_limit_before_it_is
         Ok(r#"0 children, then CallError::Denied("the input is at least 2048 bytes; `crowd-probe` accepts at most 1024 (its max_input_bytes)")"#.to_string())
     );
     assert!(r.usage.callees.is_empty());
-    assert_eq!(metric(&host, r#"chimera_denials_total{agent="caller",capability="tasks",reason="input-too-large"}"#), Some(1.0));
+    assert_eq!(
+        metric(&host, r#"chimera_denials_total{agent="caller",capability="tasks",reason="input-too-large"}"#),
+        Some(1.0)
+    );
 }
 
 #[test]

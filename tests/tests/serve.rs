@@ -310,7 +310,8 @@ async fn idempotency_keys_and_deadlines() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_keeps_answering_while_agents_abuse_host_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let heavy = policy_file(dir.path(), "heavy", "[limits]\ncpu_ms = 300\ntimeout_ms = 20000\n[capabilities.logging]\n");
+    let heavy =
+        policy_file(dir.path(), "heavy", "[limits]\ncpu_ms = 300\ntimeout_ms = 20000\n[capabilities.logging]\n");
     let config = format!(
         "data_dir = \"data\"\nmax_instances = 16\n[scheduler]\nworkers = 8\n\n{}",
         agent_entry("heavy", artifacts::LOG_HEAVY, &heavy, 4),

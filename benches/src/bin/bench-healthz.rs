@@ -31,7 +31,8 @@ async fn main() {
     let probes: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let dir = tempfile::tempdir().unwrap();
     // CPU for minutes, so every task outlives the measurement; cancelled after.
-    let heavy = policy_file(dir.path(), "heavy", "[limits]\ncpu_ms = 600000\ntimeout_ms = 600000\n[capabilities.logging]\n");
+    let heavy =
+        policy_file(dir.path(), "heavy", "[limits]\ncpu_ms = 600000\ntimeout_ms = 600000\n[capabilities.logging]\n");
     let config = format!(
         "data_dir = \"data\"\nmax_instances = 16\n[scheduler]\nworkers = 8\n\n{}",
         agent_entry("heavy", artifacts::LOG_HEAVY, &heavy, 4)

@@ -220,7 +220,11 @@ const DECODE_FACTOR: usize = 4;
 
 /// Decodes `s` if the plan says so; otherwise says how long it was
 /// without reading it.
-fn read_planned<'a>(store: &'a StoreContext<'_, TaskState>, s: &GuestStr, read: bool) -> wasmtime::Result<Cow<'a, str>> {
+fn read_planned<'a>(
+    store: &'a StoreContext<'_, TaskState>,
+    s: &GuestStr,
+    read: bool,
+) -> wasmtime::Result<Cow<'a, str>> {
     if !read {
         return Ok(format!("[not read: {} code units, more than {DECODE_FACTOR} × max_line_bytes]", s.min_len()).into());
     }

@@ -119,7 +119,10 @@ fn lift_call(
 ) -> wasmtime::Result<Result<(std::sync::Arc<crate::host::Agent>, String, u64), Refusal>> {
     let deny = |label, msg: String| Ok(Err((CallError::Denied(msg), label)));
     let Some(name) = agent.decode_within(store.as_context(), 64)? else {
-        return deny("invalid-name", format!("agent names are at most 64 bytes; this one is at least {}", agent.min_len()));
+        return deny(
+            "invalid-name",
+            format!("agent names are at most 64 bytes; this one is at least {}", agent.min_len()),
+        );
     };
     let data = store.data();
     match &data.tasks {
@@ -136,7 +139,10 @@ fn lift_call(
     if input.min_len() as u64 > limit {
         return deny(
             "input-too-large",
-            format!("the input is at least {} bytes; `{name}` accepts at most {limit} (its max_input_bytes)", input.min_len()),
+            format!(
+                "the input is at least {} bytes; `{name}` accepts at most {limit} (its max_input_bytes)",
+                input.min_len()
+            ),
         );
     }
     let held = input.max_len() as u64;
