@@ -93,3 +93,11 @@ pub(crate) fn charged<R>(usage: &UsageCounters, f: impl FnOnce() -> R) -> R {
     usage.cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(start), Relaxed);
     result
 }
+
+/// Lowers the calling thread's scheduling priority (nice 5): on Linux a
+/// thread has a priority of its own, so threads running agents yield the
+/// CPU to the host's serving threads when both want it.
+pub(crate) fn lower_thread_priority() {
+    // SAFETY: plain system call on the calling thread (`who` = 0).
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) };
+}

@@ -114,6 +114,7 @@ impl ServeConfig {
             retry_base: s.retry_base_ms.map_or(d.retry_base, Duration::from_millis),
             retry_max: s.retry_max_ms.map_or(d.retry_max, Duration::from_millis),
             max_attempts: s.max_attempts.unwrap_or(d.max_attempts),
+            runtime: None,
         }
     }
 }
@@ -123,6 +124,29 @@ pub struct Daemon {
     pub host: Arc<Host>,
     pub scheduler: Scheduler,
     grace: Duration,
+    /// Where the agents run: threads of their own, at a lower priority than
+    /// the API's, so agents keeping every core busy (in wasm or in host
+    /// calls) never keep the API from answering.
+    tasks_runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Dropped from async code: a runtime may not block there.
+        if let Some(runtime) = self.tasks_runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The runtime agents run on: one thread per core (and its blocking pool),
+/// each lowered in priority below the API's threads.
+fn tasks_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("chimera-task")
+        .on_thread_start(crate::cpu::lower_thread_priority)
+        .enable_all()
+        .build()
 }
 
 impl Daemon {
@@ -156,9 +180,11 @@ impl Daemon {
             }
             agents.push(AgentEntry { agent: Arc::new(agent), max_concurrency: a.max_concurrency });
         }
-        let scheduler = Scheduler::start(host.clone(), agents, config.scheduler_config()).map_err(|e| e.to_string())?;
+        let runtime = tasks_runtime().map_err(|e| format!("cannot start the task runtime: {e}"))?;
+        let scheduler_config = SchedulerConfig { runtime: Some(runtime.handle().clone()), ..config.scheduler_config() };
+        let scheduler = Scheduler::start(host.clone(), agents, scheduler_config).map_err(|e| e.to_string())?;
         let grace = Duration::from_millis(config.scheduler.shutdown_grace_ms.unwrap_or(10_000));
-        Ok(Daemon { host, scheduler, grace })
+        Ok(Daemon { host, scheduler, grace, tasks_runtime: Some(runtime) })
     }
 
     /// The HTTP API.

@@ -116,13 +116,15 @@ pub fn component(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
 }
 
-/// The `chimera` binary, built by the test command before the tests run.
+/// The `chimera` binary, built by the test command before the tests run:
+/// beside the running program (a bench binary in `<target>/release`) or one
+/// directory up (a test binary in `<target>/release/deps`).
 pub fn chimera_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // <target>/release/deps/<test-binary>
-    let bin = exe.parent().unwrap().parent().unwrap().join("chimera");
-    assert!(bin.exists(), "{} is missing: build it first with `cargo build --release --bin chimera`", bin.display());
-    bin
+    let dirs = [exe.parent().unwrap(), exe.parent().unwrap().parent().unwrap()];
+    dirs.iter().map(|d| d.join("chimera")).find(|bin| bin.exists()).unwrap_or_else(|| {
+        panic!("no chimera binary beside {}: build it first with `cargo build --release --bin chimera`", exe.display())
+    })
 }
 
 /// Runs `attack` while a well-behaved agent runs alongside on the same host,

@@ -44,6 +44,10 @@ pub struct SchedulerConfig {
     pub retry_max: Duration,
     /// Attempts per task (first run included) unless the submission says otherwise.
     pub max_attempts: u32,
+    /// The runtime the workers (and so the agents' wasm) run on; the
+    /// current one when unset. A daemon gives them a runtime of their own,
+    /// so agents busy in wasm or host calls never hold up its HTTP API.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for SchedulerConfig {
@@ -55,6 +59,7 @@ impl Default for SchedulerConfig {
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             max_attempts: 3,
+            runtime: None,
         }
     }
 }
@@ -280,9 +285,10 @@ impl Scheduler {
             committing: AtomicUsize::new(0),
         });
         shared.metrics.set_queue_depth(&shared.state.lock().unwrap().queue);
+        let runtime = shared.config.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
         for _ in 0..shared.config.workers.max(1) {
             let shared = shared.clone();
-            tokio::spawn(async move { shared.worker().await });
+            runtime.spawn(async move { shared.worker().await });
         }
         if !recovered.is_empty() {
             tracing::info!(tasks = recovered.len(), "recovered unfinished tasks from the journal");
