@@ -422,6 +422,9 @@ struct OutboundRequest {
     url: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// Host bytes held against the instance's memory limit for the copy,
+    /// released once the request is done.
+    held: u64,
 }
 
 /// Links `send` taking the request as views of guest memory: the sizes of
@@ -433,7 +436,12 @@ fn link_checked(l: &mut Linker<TaskState>) -> wasmtime::Result<()> {
         Box::new(async move {
             store.data().usage.count_call(Call::Http);
             let result = match lift_request(&mut store, &raw)? {
-                Ok(request) => store.data_mut().http_send(request).await,
+                Ok(request) => {
+                    let held = request.held;
+                    let result = store.data_mut().http_send(request).await;
+                    store.data().usage.release_host(held);
+                    result
+                }
                 Err(refusal) => Err(refusal),
             };
             Ok((store.data().http_outcome(result),))
@@ -477,6 +485,14 @@ fn lift_request(
     if least > limit {
         return Ok(Err(too_large_request(least, least == most, limit)));
     }
+    // The copy is host memory held for the instance until the request is done.
+    if !store.data().usage.try_hold_host(most) {
+        let msg = format!(
+            "copying the {most}-byte request would take the instance past its memory limit of {} bytes (memory_mib)",
+            store.data().usage.memory_limit
+        );
+        return Ok(Err(("memory-limit", HttpError::TooLarge(msg))));
+    }
     // Decode each string within what the limit leaves it.
     let mut spare = usize::try_from(limit - least).unwrap_or(usize::MAX);
     let store = &*store;
@@ -493,15 +509,24 @@ fn lift_request(
         );
         Ok(Err(("too-large", HttpError::TooLarge(msg))))
     };
-    let Some(url) = decode(&raw.url)? else { return over() };
-    let mut headers = Vec::with_capacity(views.len());
-    for (name, value) in &views {
-        let Some(name) = decode(name)? else { return over() };
-        let Some(value) = decode(value)? else { return over() };
-        headers.push((name, value));
-    }
+    let copied = (|| -> wasmtime::Result<Option<(String, Vec<(String, String)>)>> {
+        let Some(url) = decode(&raw.url)? else { return Ok(None) };
+        let mut headers = Vec::with_capacity(views.len());
+        for (name, value) in &views {
+            let (Some(name), Some(value)) = (decode(name)?, decode(value)?) else { return Ok(None) };
+            headers.push((name, value));
+        }
+        Ok(Some((url, headers)))
+    })();
+    let (url, headers) = match copied {
+        Ok(Some(parts)) => parts,
+        other => {
+            store.data().usage.release_host(most);
+            return other.and_then(|_| over());
+        }
+    };
     let body = raw.body.as_ref().map(|b| b.as_le_slice(store).to_vec()).unwrap_or_default();
-    Ok(Ok(OutboundRequest { method: raw.method, url, headers, body }))
+    Ok(Ok(OutboundRequest { method: raw.method, url, headers, body, held: most }))
 }
 
 impl TaskState {
@@ -666,7 +691,7 @@ impl wit::Host for TaskState {
         let result = match checked {
             Ok(()) => {
                 let Request { method, url, headers, body } = request;
-                self.http_send(OutboundRequest { method, url, headers, body: body.unwrap_or_default() }).await
+                self.http_send(OutboundRequest { method, url, headers, body: body.unwrap_or_default(), held: 0 }).await
             }
             Err(refusal) => Err(refusal),
         };
