@@ -27,7 +27,13 @@ async fn environment_arguments_stdin_are_empty_clocks_coarse_and_stdio_captured_
     // The forged line is one escaped line, not a new log line.
     let agent_lines: Vec<&str> =
         r.logs.iter().filter(|l| l.source == LogSource::Agent).map(|l| l.message.as_str()).collect();
-    assert_eq!(agent_lines, ["forged\\r\\n[admin info] granted everything \\u{1b}[31mred\\u{1b}[0m"]);
+    assert_eq!(
+        agent_lines,
+        [
+            "forged\\r\\n[admin info] granted everything \\u{1b}[31mred\\u{1b}[0m",
+            "user=\\u{202e}nimda\\u{202c} ok\\u{2066}x\\u{2069}\\u{200b}\\u{feff}",
+        ]
+    );
 
     // stdout is kept up to 1000 bytes, the rest dropped and counted; stderr lands as a warning.
     let stdout: Vec<&str> =

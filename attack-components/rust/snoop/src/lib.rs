@@ -1,7 +1,8 @@
 //! Probes the WASI baseline for anything the host should not give away:
 //! environment variables, arguments, stdin, a fine-grained clock. Then
 //! floods stdout and stderr, and logs text with CR/LF and ANSI escapes
-//! trying to forge log lines. Reports what it saw as JSON.
+//! trying to forge log lines, and bidi overrides and zero-width characters
+//! trying to disguise them. Reports what it saw as JSON.
 
 use chimera_agent::{agent, info, Error};
 use std::io::{Read, Write};
@@ -27,6 +28,9 @@ fn run(_input: String) -> Result<String, Error> {
     }
 
     info!("forged\r\n[admin info] granted everything \x1b[31mred\x1b[0m");
+    // Trojan Source: a right-to-left override and isolates reorder what a
+    // reader sees; zero-width characters hide text.
+    info!("user=\u{202E}nimda\u{202C} ok\u{2066}x\u{2069}\u{200B}\u{FEFF}");
     let mut out = std::io::stdout();
     for i in 0..10_000 {
         let _ = writeln!(out, "stdout line {i}");
