@@ -3,7 +3,8 @@
 //! the floor: the same daemon idle, measured in the same run. Prints p50 and
 //! p99 of each side and the ratio; the goal is a p99 under 50 ms.
 //!
-//! `cargo run --release -p chimera-benches --bin bench-healthz [-- PROBES]`
+//! `cargo run --release -p chimera-benches --bin bench-healthz [-- PROBES]`;
+//! also writes `target/criterion/healthz.json` for `bench-report`.
 
 use chimera_tests::{agent_entry, artifacts, policy_file, Api, DaemonProcess};
 use serde_json::json;
@@ -54,6 +55,11 @@ async fn main() {
     }
     let (i50, i99) = (percentile(&idle, 0.5), percentile(&idle, 0.99));
     let (a50, a99) = (percentile(&abused, 0.5), percentile(&abused, 0.99));
+    let ns = |d: Duration| d.as_nanos() as f64;
+    let report = json!({"idle_p50": ns(i50), "idle_p99": ns(i99), "abused_p50": ns(a50), "abused_p99": ns(a99)});
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("healthz.json"), report.to_string()).unwrap();
     println!("| /healthz, {probes} probes | p50 | p99 | p99 ratio | goal | result |");
     println!("|---|---:|---:|---:|---|---|");
     println!("| idle daemon (floor) | {i50:.2?} | {i99:.2?} | 1.00× | — | — |");

@@ -191,6 +191,30 @@ fn main() {
         );
     }
     print_scaling_p99(&root);
+    print_healthz(&root);
+}
+
+/// `/healthz` latency under abuse, if `bench-healthz` ran.
+fn print_healthz(root: &Path) {
+    let Some(h) = std::fs::read_to_string(root.join("healthz.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    else {
+        return;
+    };
+    let ns = |key: &str| h[key].as_f64().unwrap_or(f64::NAN);
+    let (a99, i99) = (ns("abused_p99"), ns("idle_p99"));
+    println!();
+    println!("| /healthz (bench-healthz) | p50 | p99 | p99 ratio | goal | result |");
+    println!("|---|---|---|---|---|---|");
+    println!("| idle daemon (floor) | {} | {} | 1.00× | — | — |", show(ns("idle_p50")), show(i99));
+    println!(
+        "| 4 agents abusing host calls | {} | {} | {:.2}× | p99 < 50 ms | {} |",
+        show(ns("abused_p50")),
+        show(a99),
+        a99 / i99,
+        if a99 < 50e6 { "pass" } else { "miss" }
+    );
 }
 
 /// The p99 task latency at each width of the scaling bench, if it ran.
