@@ -88,7 +88,14 @@ fn retry(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let host = host(dir.path());
     let bytes = std::fs::read(artifacts::FLAKY).unwrap();
-    let agent = Arc::new(host.load("flaky", &bytes, Policy::from_toml("[capabilities.kv]").unwrap()).unwrap());
+    let agent = Arc::new(
+        host.load(
+            "flaky",
+            &bytes,
+            Policy::from_toml("[capabilities.kv]\nmax_keys = 100000000\nmax_bytes = 68719476736\n").unwrap(),
+        )
+        .unwrap(),
+    );
     let entry = AgentEntry { agent, max_concurrency: 2 };
     let config = SchedulerConfig {
         workers: 2,

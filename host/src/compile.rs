@@ -111,7 +111,6 @@ impl EngineSettings {
         c.max_wasm_stack(self.stack_kib as usize * 1024);
         // The async fiber stack must hold the wasm stack plus host frames.
         c.async_stack_size((self.stack_kib as usize + 1024) * 1024);
-        c.memory_reservation(self.memory_reservation());
         if self.pooling && !for_compiling {
             let n = self.max_instances;
             let mut pool = PoolingAllocationConfig::default();
@@ -133,12 +132,6 @@ impl EngineSettings {
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         c
-    }
-
-    /// wasmtime's default reservation (4 GiB on 64-bit hosts), stated so
-    /// that host and worker agree whatever the allocation strategy.
-    fn memory_reservation(&self) -> u64 {
-        4 << 30
     }
 }
 

@@ -196,9 +196,8 @@ fn main() {
 
 /// `/healthz` latency under abuse, if `bench-healthz` ran.
 fn print_healthz(root: &Path) {
-    let Some(h) = std::fs::read_to_string(root.join("healthz.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    let Some(h) =
+        std::fs::read_to_string(root.join("healthz.json")).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok())
     else {
         return;
     };
