@@ -427,6 +427,9 @@ struct OutboundRequest {
     held: u64,
 }
 
+/// A request's URL and headers, decoded.
+type UrlAndHeaders = (String, Vec<(String, String)>);
+
 /// Links `send` taking the request as views of guest memory: the sizes of
 /// its URL, headers and body are checked against `max_request_bytes`
 /// before the host copies or decodes any of them.
@@ -509,7 +512,7 @@ fn lift_request(
         );
         Ok(Err(("too-large", HttpError::TooLarge(msg))))
     };
-    let copied = (|| -> wasmtime::Result<Option<(String, Vec<(String, String)>)>> {
+    let copied = (|| -> wasmtime::Result<Option<UrlAndHeaders>> {
         let Some(url) = decode(&raw.url)? else { return Ok(None) };
         let mut headers = Vec::with_capacity(views.len());
         for (name, value) in &views {
