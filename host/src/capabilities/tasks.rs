@@ -110,13 +110,16 @@ fn link_checked(l: &mut Linker<TaskState>) -> wasmtime::Result<()> {
 
 type Refusal = (CallError, &'static str);
 
-/// The callee, the decoded input and the host bytes held for it, or why not.
-#[allow(clippy::type_complexity)]
+/// A call ready to run: the callee, the decoded input, and the host bytes
+/// held for the input.
+type Lifted = (std::sync::Arc<crate::host::Agent>, String, u64);
+
+/// The call, or why not.
 fn lift_call(
     store: &mut StoreContextMut<'_, TaskState>,
     agent: &GuestStr,
     input: &GuestStr,
-) -> wasmtime::Result<Result<(std::sync::Arc<crate::host::Agent>, String, u64), Refusal>> {
+) -> wasmtime::Result<Result<Lifted, Refusal>> {
     let deny = |label, msg: String| Ok(Err((CallError::Denied(msg), label)));
     let Some(name) = agent.decode_within(store.as_context(), 64)? else {
         return deny(
@@ -174,6 +177,9 @@ impl TaskState {
         };
         let grant = &access.grant;
         let name = callee.name().to_string();
+        if !grant.allow.contains(&name) {
+            return deny("not-allowed", format!("this agent's policy does not allow calling `{name}`"));
+        }
         if self.calls_made >= grant.max_fan_out {
             return deny("fan-out", format!("this task already made {} calls (max_fan_out)", grant.max_fan_out));
         }
