@@ -16,6 +16,18 @@ pub mod artifacts {
 #[path = "../../attack-components/generated/compile_bombs.rs"]
 pub mod compile_bombs;
 
+/// Resets this process's peak resident memory (Linux `clear_refs`), so a
+/// test can measure what one step makes the host grow by.
+pub fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+}
+
+/// This process's peak resident memory since the last reset, in KiB.
+pub fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
+}
+
 /// A host on a fresh data directory with a small pool (tests run in parallel).
 pub fn host_in(dir: &Path) -> Host {
     Host::new(HostConfig { data_dir: dir.to_path_buf(), max_instances: 16, ..HostConfig::default() })

@@ -5,19 +5,12 @@
 //! join its caller's report; exits and pre-release imports are named.
 
 use chimera_host::{Host, LoadError, Policy, TaskError, TaskReport};
-use chimera_tests::{artifacts, assert_counted, component, host_in, metric, policy, run_beside_bystander};
+use chimera_tests::{
+    artifacts, assert_counted, component, host_in, metric, peak_rss_kib, policy, reset_peak_rss, run_beside_bystander,
+};
 
 /// The memory-measuring tests run one at a time: peak RSS is process-wide.
 static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn reset_peak_rss() {
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
-}
-
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
-}
 
 /// Runs a string bomb whose strings are `units` long (64 Ki units per
 /// input byte) and returns its report, checking what every such run must
