@@ -77,9 +77,19 @@ impl Journal {
 
     /// Queues `records` for the next group commit and waits until it is durable.
     pub async fn write_async(&self, records: Vec<TaskRecord>) -> Result<(), JournalError> {
+        self.queue(records).await
+    }
+
+    /// Queues `records` for the next group commit now (so they commit no
+    /// later than anything queued after this call) and returns what waits
+    /// until they are durable.
+    pub fn queue(&self, records: Vec<TaskRecord>) -> impl std::future::Future<Output = Result<(), JournalError>> {
         let (reply, done) = oneshot::channel();
-        self.writer.send((records, reply)).map_err(|_| err("the journal writer has stopped"))?;
-        done.await.map_err(|_| err("the journal writer stopped before committing"))?
+        let sent = self.writer.send((records, reply)).map_err(|_| err("the journal writer has stopped"));
+        async move {
+            sent?;
+            done.await.map_err(|_| err("the journal writer stopped before committing"))?
+        }
     }
 }
 

@@ -578,7 +578,6 @@ impl Shared {
         let options = RunOptions { deadline, cancel: Some(job.cancel.clone()) };
         let span = tracing::info_span!("task", agent = job.agent.name(), task = job.id, attempt = job.attempt);
         let report = tracing::Instrument::instrument(self.host.run_with(&job.agent, &job.input, options), span).await;
-        drop(job.slot);
 
         let mut retry_after = None;
         let record = {
@@ -628,8 +627,13 @@ impl Shared {
         // and a retry queued, only once the record is durable.
         let shared = self.clone();
         self.committing.fetch_add(1, Ordering::SeqCst);
+        // Queued now, before the slot is freed: the start of a task this
+        // slot lets run commits no earlier than this task's end, so a crash
+        // never leaves more tasks "running" than there are slots.
+        let written = self.journal.queue(vec![record.clone()]);
+        drop(job.slot);
         tokio::spawn(async move {
-            let written = shared.journal.write_async(vec![record.clone()]).await;
+            let written = written.await;
             shared.committing.fetch_sub(1, Ordering::SeqCst);
             if let Err(e) = written {
                 tracing::error!("{e}");
