@@ -22,6 +22,7 @@ fn main() {
         "sample-agents",
         "attack-components",
         "toolchains/requirements.txt",
+        "examples/wit",
         "toolchains/package-lock.json",
         "scripts/build-agent.sh",
     ] {
@@ -31,7 +32,10 @@ fn main() {
     let mut consts = String::new();
     let wasip2 = target_dir.join("wasm32-wasip2/release");
     for (workspace, crates) in [
-        ("sample-agents", &["echo", "word-count", "kv-counter", "http-fetch", "flaky", "passthrough"][..]),
+        (
+            "sample-agents",
+            &["echo", "word-count", "kv-counter", "http-fetch", "flaky", "passthrough", "geo-lookup"][..],
+        ),
         (
             "attack-components",
             &[

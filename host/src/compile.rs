@@ -29,7 +29,7 @@ pub enum Compiler {
     /// In a child process: this program run with [`WORKER_ARG`] (the
     /// `chimera` binary, or any program whose `main` calls
     /// [`run_worker_if_asked`]). `None` finds it: `$CHIMERA_COMPILE_WORKER`,
-    /// else the running program if it is `chimera`, else a `chimera` beside
+    /// else the running program if it called [`run_worker_if_asked`] or is `chimera`, else a `chimera` beside
     /// it or one directory up.
     Subprocess(Option<PathBuf>),
     /// In this process, with no memory or time budget: only for components
@@ -141,6 +141,8 @@ impl EngineSettings {
 pub fn run_worker_if_asked() {
     let mut args = std::env::args_os().skip(1);
     if args.next().is_none_or(|a| a != WORKER_ARG) {
+        // This program can compile for its hosts: they run it as their worker.
+        SELF_WORKER.store(true, std::sync::atomic::Ordering::Relaxed);
         return;
     }
     let code = match worker(args.map(PathBuf::from).collect()) {
@@ -198,6 +200,9 @@ fn limit_self(memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
 }
 
 /// The worker program for `compiler`, found as [`Compiler::Subprocess`] says.
+/// Set once the running program has called [`run_worker_if_asked`].
+static SELF_WORKER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub(crate) fn worker_program(configured: &Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(p) = configured {
         return Ok(p.clone());
@@ -206,7 +211,7 @@ pub(crate) fn worker_program(configured: &Option<PathBuf>) -> Result<PathBuf, St
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the running program: {e}"))?;
-    if exe.file_stem().is_some_and(|s| s == "chimera") {
+    if SELF_WORKER.load(std::sync::atomic::Ordering::Relaxed) || exe.file_stem().is_some_and(|s| s == "chimera") {
         return Ok(exe);
     }
     let dirs = exe.parent().into_iter().chain(exe.parent().and_then(Path::parent));

@@ -5,6 +5,7 @@ use std::path::Path;
 
 /// A policy file that cannot be used.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// The file could not be read.
     #[error("cannot read policy {path}: {reason}")]
@@ -15,6 +16,9 @@ pub enum PolicyError {
     /// A value is out of range or malformed.
     #[error("policy key `{key}` {reason}")]
     Invalid { key: String, reason: String },
+    /// A capability's section does not parse (an unknown key, a wrong type).
+    #[error("policy section [{section}]{}: {reason}", .line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Section { section: String, reason: String, line: Option<usize> },
     /// The same, with the file it came from.
     #[error("{path}: {inner}")]
     InFile { path: String, inner: Box<PolicyError> },
@@ -37,6 +41,7 @@ pub struct Ungranted {
 
 /// Why an agent could not be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The policy is unusable.
     #[error(transparent)]
@@ -56,6 +61,10 @@ pub enum LoadError {
     /// The policy asks for something this host cannot give.
     #[error("agent `{agent}`: {reason}")]
     Unsupported { agent: String, reason: String },
+    /// The component would create more core instances, memories or tables
+    /// than its policy allows (counted before it runs).
+    #[error("agent `{agent}` exceeds its policy: {detail}, more than {key} = {limit} allows")]
+    OverLimit { agent: String, detail: String, key: &'static str, limit: u64 },
     /// Loading it would cost more than the host's load budget allows.
     #[error("{what} exceeds the load budget: {detail} (limit `{key}`; raise it in HostConfig::load_budget or the `[load]` section of chimera.toml if the component is trusted)")]
     Budget { what: String, key: &'static str, detail: String },
@@ -74,6 +83,7 @@ fn list_ungranted(list: &[Ungranted]) -> String {
 
 /// Why the host itself could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HostError {
     /// The engine configuration was refused (e.g. the pool does not fit in
     /// the address space).
@@ -85,12 +95,16 @@ pub enum HostError {
     /// Bad host configuration.
     #[error("invalid host configuration: {0}")]
     Config(String),
+    /// A capability could not be registered.
+    #[error(transparent)]
+    Registry(#[from] crate::capability::RegistryError),
 }
 
 /// How a task ended when it did not succeed. Every variant names the limit
 /// or rule involved; none carries a raw wasmtime backtrace.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum TaskError {
     /// Linear memory would have grown past the policy's limit.
     #[error("memory limit exceeded: the instance asked for {requested_bytes} bytes of linear memory; the limit is {limit_bytes} ([limits] memory_mib)")]
@@ -100,9 +114,6 @@ pub enum TaskError {
         "table limit exceeded: a table asked for {requested} elements; the limit is {limit} ([limits] table_elements)"
     )]
     TableLimit { limit: u64, requested: u64 },
-    /// The component created more core instances, memories or tables than allowed.
-    #[error("too many {resource}: the component tried to create more than {limit} ({key})")]
-    CountLimit { resource: String, limit: u64, key: String },
     /// The agent holds more host resource handles than allowed.
     #[error(
         "resource handle limit exceeded: the agent holds more than {limit} host handles ([limits] resource_handles)"
@@ -137,7 +148,11 @@ pub enum TaskError {
     /// The agent trapped (a wasm trap, a panic, or a host-detected violation).
     #[error("the agent trapped: {reason}")]
     Trap { reason: String },
-    /// No instance could be created (e.g. all pool slots are busy).
+    /// Every instance slot of the host's pool was in use; a later attempt may succeed.
+    #[error("cannot instantiate the agent: all {slots} instance slots of this host are in use; retry later")]
+    PoolExhausted { slots: u32 },
+    /// The instance could not be created: its start function trapped, or a
+    /// warm instance failed earlier. Running it again gives the same result.
     #[error("cannot instantiate the agent: {reason}")]
     Instantiate { reason: String },
     /// The task's deadline passed before it finished.
@@ -157,7 +172,6 @@ impl TaskError {
         match self {
             TaskError::MemoryLimit { .. } => "memory-limit",
             TaskError::TableLimit { .. } => "table-limit",
-            TaskError::CountLimit { .. } => "count-limit",
             TaskError::HandleLimit { .. } => "handle-limit",
             TaskError::CpuLimit { .. } => "cpu-limit",
             TaskError::Timeout { .. } => "timeout",
@@ -167,6 +181,7 @@ impl TaskError {
             TaskError::Exited { .. } => "exit",
             TaskError::HostCallTooLarge { .. } => "host-call-too-large",
             TaskError::Trap { .. } => "trap",
+            TaskError::PoolExhausted { .. } => "pool-exhausted",
             TaskError::Instantiate { .. } => "instantiate",
             TaskError::DeadlineExceeded => "deadline-exceeded",
             TaskError::Cancelled => "cancelled",
@@ -179,7 +194,6 @@ impl TaskError {
         Some(match self {
             TaskError::MemoryLimit { .. } => "memory",
             TaskError::TableLimit { .. } => "table",
-            TaskError::CountLimit { .. } => "count",
             TaskError::HandleLimit { .. } => "handles",
             TaskError::CpuLimit { .. } => "cpu",
             TaskError::Timeout { .. } => "timeout",
@@ -194,6 +208,6 @@ impl TaskError {
     /// Whether running the task again may succeed. Limit hits, traps and
     /// denials never are.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, TaskError::Agent { retryable: true, .. } | TaskError::Instantiate { .. })
+        matches!(self, TaskError::Agent { retryable: true, .. } | TaskError::PoolExhausted { .. })
     }
 }

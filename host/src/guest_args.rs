@@ -21,8 +21,24 @@ use wasmtime::{StoreContext, ValRaw};
 /// counts UTF-16 code units.
 const UTF16_TAG: u32 = 1 << 31;
 
-/// A string argument still in guest memory, with its size known.
-pub(crate) struct GuestStr {
+/// A host call handed the host more argument bytes than one call may lift
+/// (the store's hostcall fuel: the instance's memory limit). Raised while
+/// lifting a [`GuestStr`], so the task's error names the limit by type.
+#[derive(Debug)]
+pub(crate) struct ArgumentsTooLarge;
+
+impl std::fmt::Display for ArgumentsTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a host call's arguments exceed what one call may lift")
+    }
+}
+
+impl std::error::Error for ArgumentsTooLarge {}
+
+/// A string argument still in guest memory, with its size known. Host
+/// functions of custom capabilities take strings as `GuestStr` to check
+/// their size before the host copies or decodes them.
+pub struct GuestStr {
     inner: WasmStr,
     /// Code units: bytes for UTF-8 and latin1, 16-bit units for UTF-16.
     units: usize,
@@ -97,16 +113,46 @@ unsafe impl ComponentType for GuestStr {
 // `WasmStr`'s.
 unsafe impl Lift for GuestStr {
     fn linear_lift_from_flat(cx: &mut LiftContext<'_>, ty: InterfaceType, src: &Self::Lower) -> wasmtime::Result<Self> {
-        let raw_len = ValRaw::get_u32(&src[1]);
+        let (ptr, raw_len) = (ValRaw::get_u32(&src[0]), ValRaw::get_u32(&src[1]));
         let encoding = cx.options().string_encoding;
-        let inner = WasmStr::linear_lift_from_flat(cx, ty, src)?;
+        let valid = in_bounds(cx, ptr, raw_len, encoding);
+        let inner = WasmStr::linear_lift_from_flat(cx, ty, src).map_err(|e| fuel_or(e, valid))?;
         Ok(GuestStr::sized(inner, raw_len, encoding))
     }
 
     fn linear_lift_from_memory(cx: &mut LiftContext<'_>, ty: InterfaceType, bytes: &[u8]) -> wasmtime::Result<Self> {
-        let raw_len = bytes.get(4..8).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let word = |at: usize| bytes.get(at..at + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let (ptr, raw_len) = (word(0), word(4));
         let encoding = cx.options().string_encoding;
-        let inner = WasmStr::linear_lift_from_memory(cx, ty, bytes)?;
+        let valid = in_bounds(cx, ptr, raw_len, encoding);
+        let inner = WasmStr::linear_lift_from_memory(cx, ty, bytes).map_err(|e| fuel_or(e, valid))?;
         Ok(GuestStr::sized(inner, raw_len, encoding))
+    }
+}
+
+/// Whether a string's pointer is aligned for its encoding and its bytes lie
+/// in guest memory: the checks wasmtime makes before it charges the
+/// string's bytes to the call's hostcall fuel.
+fn in_bounds(cx: &mut LiftContext<'_>, ptr: u32, raw_len: u32, encoding: StringEncoding) -> bool {
+    let len = raw_len as usize;
+    let (bytes, align) = match encoding {
+        StringEncoding::Utf8 => (Some(len), 1),
+        StringEncoding::Utf16 => (len.checked_mul(2), 2),
+        StringEncoding::CompactUtf16 if raw_len & UTF16_TAG != 0 => {
+            (((raw_len ^ UTF16_TAG) as usize).checked_mul(2), 2)
+        }
+        StringEncoding::CompactUtf16 => (Some(len), 2),
+    };
+    let ptr = ptr as usize;
+    ptr % align == 0 && bytes.and_then(|b| ptr.checked_add(b)).is_some_and(|end| end <= cx.memory().len())
+}
+
+/// A lift of a valid string can fail only on the call's hostcall fuel:
+/// that failure becomes [`ArgumentsTooLarge`]; others keep wasmtime's error.
+fn fuel_or(e: wasmtime::Error, valid: bool) -> wasmtime::Error {
+    if valid {
+        wasmtime::Error::new(ArgumentsTooLarge)
+    } else {
+        e
     }
 }

@@ -1,30 +1,67 @@
 //! Agent policies: what an agent may import and the limits it runs under.
 //!
-//! A policy is a TOML file. Every section is optional; what is absent is
-//! denied (capabilities) or takes a safe default (limits). Unknown keys are
-//! errors, so a misspelt grant or limit can never silently do nothing.
+//! A policy is a TOML file. `[agent]` and `[limits]` belong to the host;
+//! every other section belongs to one capability (`[wasi]`,
+//! `[capabilities.kv]`, ...), which parses and validates it: a capability
+//! section present means granted, absent means refused. Limits take safe
+//! defaults. Unknown keys and sections are errors, so a misspelt grant or
+//! limit can never silently do nothing.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::capability::{Grants, Registry};
 use crate::error::PolicyError;
 
-/// Everything a policy file says, validated.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// A policy: the agent's identity, its limits, and the capability sections
+/// as written (each validated by its capability when parsed, and again by
+/// the host that loads an agent under it).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Policy {
     /// Who the agent is.
-    #[serde(default)]
     pub agent: AgentSection,
     /// Per-task limits.
-    #[serde(default)]
     pub limits: Limits,
-    /// The locked-down WASI baseline.
+    /// Capability sections by dotted path (`wasi`, `capabilities.kv`).
+    sections: BTreeMap<String, toml::Value>,
+}
+
+/// A capability's policy section as a Rust type, for
+/// [`Policy::grant`] and [`PolicyBuilder::grant`].
+pub trait PolicySection: Serialize + DeserializeOwned {
+    /// Its dotted path, e.g. `capabilities.kv`.
+    const SECTION: &'static str;
+}
+
+/// The file's shape: host sections typed, capability sections raw.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
     #[serde(default)]
-    pub wasi: WasiGrant,
-    /// Chimera capabilities granted to the agent.
+    agent: AgentSection,
     #[serde(default)]
-    pub capabilities: Capabilities,
+    limits: Limits,
+    wasi: Option<toml::Value>,
+    #[serde(default)]
+    capabilities: toml::Table,
+}
+
+impl Serialize for Policy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            agent: &'a AgentSection,
+            limits: &'a Limits,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            wasi: Option<&'a toml::Value>,
+            capabilities: BTreeMap<&'a str, &'a toml::Value>,
+        }
+        let capabilities =
+            self.sections.iter().filter_map(|(k, v)| Some((k.strip_prefix("capabilities.")?, v))).collect();
+        Shown { agent: &self.agent, limits: &self.limits, wasi: self.sections.get("wasi"), capabilities }.serialize(s)
+    }
 }
 
 /// `[agent]`: the agent's identity.
@@ -89,286 +126,161 @@ impl Default for Limits {
     }
 }
 
-/// `[wasi]`: which parts of the locked-down WASI baseline are linked.
-///
-/// `wasi:filesystem` and `wasi:sockets` are never granted: they are refused
-/// (the default) or, when a policy asks for it, linked *inert* — present so a
-/// language runtime that imports them can start, with nothing behind them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct WasiGrant {
-    /// `wasi:cli/*` (and `wasi:io/*`): empty environment, empty stdin,
-    /// stdout/stderr captured into the task's log, no terminal.
-    pub cli: bool,
-    /// `wasi:clocks/*`, coarsened to `clock_resolution_ms`.
-    pub clocks: bool,
-    /// `wasi:random/*`.
-    pub random: bool,
-    /// Resolution of the guest's clocks, in milliseconds (at least 1).
-    pub clock_resolution_ms: u64,
-    /// `wasi:filesystem/*`: `"refused"` (default) or `"inert"` — linked with
-    /// no preopened directory, so every path fails inside the agent.
-    pub filesystem: InertOrRefused,
-    /// `wasi:sockets/*`: `"refused"` (default) or `"inert"` — linked with TCP,
-    /// UDP, every socket address and every name lookup refused.
-    pub sockets: InertOrRefused,
-}
-
-impl Default for WasiGrant {
-    fn default() -> Self {
-        WasiGrant {
-            cli: true,
-            clocks: true,
-            random: true,
-            clock_resolution_ms: 1,
-            filesystem: InertOrRefused::Refused,
-            sockets: InertOrRefused::Refused,
-        }
-    }
-}
-
-/// How a WASI interface that is never granted is treated.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum InertOrRefused {
-    /// Not linked: a component importing it does not load.
-    #[default]
-    Refused,
-    /// Linked with nothing behind it: every call fails inside the agent.
-    Inert,
-}
-
-/// `[capabilities.*]`: a section present means granted.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Capabilities {
-    /// `[capabilities.logging]`
-    pub logging: Option<LoggingGrant>,
-    /// `[capabilities.kv]`
-    pub kv: Option<KvGrant>,
-    /// `[capabilities.outbound_http]`
-    pub outbound_http: Option<HttpGrant>,
-    /// `[capabilities.tasks]`
-    pub tasks: Option<TasksGrant>,
-}
-
-/// `[capabilities.tasks]`: calling other agents.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TasksGrant {
-    /// Names of the agents this agent may call.
-    pub allow: Vec<String>,
-    /// Calls one task may make.
-    pub max_fan_out: u32,
-    /// How deep a chain of calls starting at this agent may go (1: it may
-    /// call others, but they may not call further through this grant).
-    pub max_depth: u32,
-    /// Calls per second over all of this agent's tasks (a token bucket
-    /// holding one second's worth).
-    pub rate_per_second: u32,
-}
-
-impl Default for TasksGrant {
-    fn default() -> Self {
-        TasksGrant { allow: Vec::new(), max_fan_out: 4, max_depth: 2, rate_per_second: 100 }
-    }
-}
-
-/// `[capabilities.logging]`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoggingGrant {
-    /// Bytes kept of one line (message and fields); longer lines are cut.
-    pub max_line_bytes: u64,
-    /// Bytes of log kept per task; later lines are dropped and counted.
-    pub max_bytes_per_task: u64,
-}
-
-impl Default for LoggingGrant {
-    fn default() -> Self {
-        LoggingGrant { max_line_bytes: 4 << 10, max_bytes_per_task: 64 << 10 }
-    }
-}
-
-/// `[capabilities.kv]`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct KvGrant {
-    /// The namespace all keys live in. Defaults to the agent's name.
-    pub namespace: Option<String>,
-    /// Only get and list-keys are allowed.
-    pub read_only: bool,
-    /// Longest key, in bytes.
-    pub max_key_bytes: u64,
-    /// Largest value, in bytes.
-    pub max_value_bytes: u64,
-    /// Most keys returned by one list-keys call (a page also stops at 1 MiB
-    /// of keys, or sooner if the instance's memory limit leaves less).
-    pub max_page_keys: u32,
-    /// Most keys the namespace may hold. Agents sharing a namespace share
-    /// its contents: the quota of the agent writing applies to them.
-    pub max_keys: u64,
-    /// Most bytes the namespace may hold, keys and values together.
-    pub max_bytes: u64,
-}
-
-impl Default for KvGrant {
-    fn default() -> Self {
-        KvGrant {
-            namespace: None,
-            read_only: false,
-            max_key_bytes: 512,
-            max_value_bytes: 64 << 10,
-            max_page_keys: 256,
-            max_keys: 10_000,
-            max_bytes: 64 << 20,
-        }
-    }
-}
-
-/// `[capabilities.outbound_http]`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpGrant {
-    /// Requests per task.
-    pub max_requests: u32,
-    /// Largest request, in bytes: URL, header names and values, and body
-    /// together (what the agent sends; at most 100 headers).
-    pub max_request_bytes: u64,
-    /// Largest response body, in bytes; a larger one fails with `too-large`.
-    pub max_response_bytes: u64,
-    /// Time for one request, connect to last byte, in milliseconds.
-    pub timeout_ms: u64,
-    /// The allowed URLs; nothing else is reachable.
-    pub allow: Vec<HttpAllow>,
-}
-
-impl Default for HttpGrant {
-    fn default() -> Self {
-        HttpGrant {
-            max_requests: 16,
-            max_request_bytes: 1 << 20,
-            max_response_bytes: 1 << 20,
-            timeout_ms: 5_000,
-            allow: Vec::new(),
-        }
-    }
-}
-
-/// `[[capabilities.outbound_http.allow]]`: one allowed URL pattern.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HttpAllow {
-    /// `scheme://host[:port]/path-prefix`; the host may be `*.suffix`.
-    pub url: String,
-    /// Allowed methods (upper case); default `["GET"]`.
-    #[serde(default = "default_methods")]
-    pub methods: Vec<String>,
-    /// Allow loopback, private and link-local addresses for this URL.
-    /// Without it such addresses are refused even when the host name matches.
-    #[serde(default)]
-    pub allow_private: bool,
-}
-
-fn default_methods() -> Vec<String> {
-    vec!["GET".to_string()]
-}
-
 const MIB: u64 = 1 << 20;
 
 impl Policy {
-    /// Reads and validates a policy file.
+    /// Reads and validates a policy file against the built-in capabilities.
     pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PolicyError::Read { path: path.display().to_string(), reason: e.to_string() })?;
-        Policy::from_toml(&text).map_err(|e| e.in_file(path))
+        Policy::from_file_with(path, Registry::builtins())
     }
 
-    /// Parses and validates policy TOML.
+    /// Reads and validates a policy file against `registry` (a host's
+    /// [`Host::capabilities`](crate::Host::capabilities), custom ones included).
+    pub fn from_file_with(path: &Path, registry: &Registry) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+        Policy::from_toml_with(&text, registry).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates policy TOML against the built-in capabilities.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let policy: Policy = toml::from_str(text)
+        Policy::from_toml_with(text, Registry::builtins())
+    }
+
+    /// Parses and validates policy TOML against `registry`.
+    pub fn from_toml_with(text: &str, registry: &Registry) -> Result<Policy, PolicyError> {
+        let file: PolicyFile = toml::from_str(text)
             .map_err(|e| PolicyError::Syntax(e.message().to_string(), span_line(text, e.span())))?;
-        policy.validate()?;
+        let mut sections = BTreeMap::new();
+        if let Some(wasi) = file.wasi {
+            sections.insert("wasi".to_string(), wasi);
+        }
+        for (key, value) in file.capabilities {
+            sections.insert(format!("capabilities.{key}"), value);
+        }
+        let policy = Policy { agent: file.agent, limits: file.limits, sections };
+        policy.validate_core()?;
+        registry.parse(&policy.sections, Some(text))?;
         Ok(policy)
     }
 
-    /// Checks that every value is in a range the host can enforce.
+    /// A policy built in code: nothing granted, default limits.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder { policy: Policy::default() }
+    }
+
+    /// Checks every value against the built-in capabilities.
     pub fn validate(&self) -> Result<(), PolicyError> {
+        self.grants(Registry::builtins()).map(|_| ())
+    }
+
+    /// Checks every value and parses each capability's grant.
+    pub(crate) fn grants(&self, registry: &Registry) -> Result<Grants, PolicyError> {
+        self.validate_core()?;
+        registry.parse(&self.sections, None)
+    }
+
+    /// A capability section as written, by dotted path.
+    pub fn section(&self, path: &str) -> Option<&toml::Value> {
+        self.sections.get(path)
+    }
+
+    /// The dotted paths of the capability sections present.
+    pub fn section_paths(&self) -> impl Iterator<Item = &str> {
+        self.sections.keys().map(String::as_str)
+    }
+
+    /// A capability section as its Rust type (`None` when absent).
+    pub fn grant<G: PolicySection>(&self) -> Result<Option<G>, PolicyError> {
+        self.sections
+            .get(G::SECTION)
+            .map(|v| {
+                v.clone().try_into::<G>().map_err(|e| PolicyError::Section {
+                    section: G::SECTION.to_string(),
+                    reason: e.message().to_string(),
+                    line: None,
+                })
+            })
+            .transpose()
+    }
+
+    fn validate_core(&self) -> Result<(), PolicyError> {
         let l = &self.limits;
-        range("limits.memory_mib", l.memory_mib, 1, 16 * 1024)?;
-        range("limits.cpu_ms", l.cpu_ms, 1, 24 * 3600 * 1000)?;
-        range("limits.timeout_ms", l.timeout_ms, 1, 24 * 3600 * 1000)?;
+        check_range("limits.memory_mib", l.memory_mib, 1, 16 * 1024)?;
+        check_range("limits.cpu_ms", l.cpu_ms, 1, 24 * 3600 * 1000)?;
+        check_range("limits.timeout_ms", l.timeout_ms, 1, 24 * 3600 * 1000)?;
         if let Some(stack) = l.stack_kib {
-            range("limits.stack_kib", stack, 16, 64 * 1024)?;
+            check_range("limits.stack_kib", stack, 16, 64 * 1024)?;
         }
-        range("limits.instances", l.instances.into(), 1, 10_000)?;
-        range("limits.memories", l.memories.into(), 1, 10_000)?;
-        range("limits.tables", l.tables.into(), 1, 10_000)?;
-        range("limits.table_elements", l.table_elements, 1, 10_000_000)?;
-        range("limits.max_input_bytes", l.max_input_bytes, 1, 1024 * MIB)?;
-        range("limits.max_output_bytes", l.max_output_bytes, 1, 1024 * MIB)?;
-        range("limits.stdio_bytes", l.stdio_bytes, 0, 64 * MIB)?;
-        range("limits.resource_handles", l.resource_handles.into(), 1, 1_000_000)?;
-        range("wasi.clock_resolution_ms", self.wasi.clock_resolution_ms, 1, 3_600_000)?;
+        check_range("limits.instances", l.instances.into(), 1, 10_000)?;
+        check_range("limits.memories", l.memories.into(), 1, 10_000)?;
+        check_range("limits.tables", l.tables.into(), 1, 10_000)?;
+        check_range("limits.table_elements", l.table_elements, 1, 10_000_000)?;
+        check_range("limits.max_input_bytes", l.max_input_bytes, 1, 1024 * MIB)?;
+        check_range("limits.max_output_bytes", l.max_output_bytes, 1, 1024 * MIB)?;
+        check_range("limits.stdio_bytes", l.stdio_bytes, 0, 64 * MIB)?;
+        check_range("limits.resource_handles", l.resource_handles.into(), 1, 1_000_000)?;
         if let Some(name) = &self.agent.name {
             check_name("agent.name", name)?;
         }
-        if let Some(g) = &self.capabilities.logging {
-            range("capabilities.logging.max_line_bytes", g.max_line_bytes, 16, MIB)?;
-            range("capabilities.logging.max_bytes_per_task", g.max_bytes_per_task, 0, 256 * MIB)?;
-        }
-        if let Some(g) = &self.capabilities.kv {
-            if let Some(ns) = &g.namespace {
-                check_name("capabilities.kv.namespace", ns)?;
-            }
-            range("capabilities.kv.max_key_bytes", g.max_key_bytes, 1, 64 << 10)?;
-            range("capabilities.kv.max_value_bytes", g.max_value_bytes, 1, 64 * MIB)?;
-            range("capabilities.kv.max_page_keys", g.max_page_keys.into(), 1, 10_000)?;
-            range("capabilities.kv.max_keys", g.max_keys, 1, 100_000_000)?;
-            range("capabilities.kv.max_bytes", g.max_bytes, 1, 64 * 1024 * MIB)?;
-        }
-        if let Some(g) = &self.capabilities.outbound_http {
-            range("capabilities.outbound_http.max_requests", g.max_requests.into(), 1, 100_000)?;
-            range("capabilities.outbound_http.max_request_bytes", g.max_request_bytes, 0, 1024 * MIB)?;
-            range("capabilities.outbound_http.max_response_bytes", g.max_response_bytes, 1, 1024 * MIB)?;
-            range("capabilities.outbound_http.timeout_ms", g.timeout_ms, 1, 3_600_000)?;
-            for (i, allow) in g.allow.iter().enumerate() {
-                crate::capabilities::outbound_http::UrlPattern::parse(&allow.url).map_err(|reason| {
-                    PolicyError::Invalid { key: format!("capabilities.outbound_http.allow[{i}].url"), reason }
-                })?;
-                if allow.methods.is_empty() {
-                    return Err(PolicyError::Invalid {
-                        key: format!("capabilities.outbound_http.allow[{i}].methods"),
-                        reason: "is empty; list at least one method such as \"GET\"".into(),
-                    });
-                }
-                for m in &allow.methods {
-                    crate::capabilities::outbound_http::parse_method(m).map_err(|reason| PolicyError::Invalid {
-                        key: format!("capabilities.outbound_http.allow[{i}].methods"),
-                        reason,
-                    })?;
-                }
-            }
-        }
-        if let Some(g) = &self.capabilities.tasks {
-            for (i, name) in g.allow.iter().enumerate() {
-                check_name(&format!("capabilities.tasks.allow[{i}]"), name)?;
-            }
-            range("capabilities.tasks.max_fan_out", g.max_fan_out.into(), 1, 1_000)?;
-            range("capabilities.tasks.max_depth", g.max_depth.into(), 1, crate::capabilities::tasks::MAX_DEPTH.into())?;
-            range("capabilities.tasks.rate_per_second", g.rate_per_second.into(), 1, 100_000)?;
-        }
         Ok(())
-    }
-
-    /// The KV namespace this agent is bound to, if KV is granted.
-    pub fn kv_namespace(&self, agent_name: &str) -> Option<String> {
-        let kv = self.capabilities.kv.as_ref()?;
-        Some(kv.namespace.clone().unwrap_or_else(|| agent_name.to_string()))
     }
 }
 
-fn range(key: &str, value: u64, min: u64, max: u64) -> Result<(), PolicyError> {
+/// Builds a [`Policy`] in code.
+///
+/// ```
+/// use chimera_host::{Policy, capabilities::kv::KvGrant};
+/// let policy = Policy::builder()
+///     .name("counter")
+///     .limits(|l| l.memory_mib = 32)
+///     .grant(&KvGrant { namespace: Some("counters".into()), ..KvGrant::default() })
+///     .build()
+///     .unwrap();
+/// assert_eq!(policy.limits.memory_mib, 32);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PolicyBuilder {
+    policy: Policy,
+}
+
+impl PolicyBuilder {
+    /// The agent's name.
+    pub fn name(mut self, name: &str) -> Self {
+        self.policy.agent.name = Some(name.to_string());
+        self
+    }
+
+    /// Changes the limits.
+    pub fn limits(mut self, change: impl FnOnce(&mut Limits)) -> Self {
+        change(&mut self.policy.limits);
+        self
+    }
+
+    /// Grants a capability with its section's values.
+    pub fn grant<G: PolicySection>(mut self, grant: &G) -> Self {
+        let value = toml::Value::try_from(grant).unwrap_or_else(|_| toml::Value::Table(Default::default()));
+        self.policy.sections.insert(G::SECTION.to_string(), value);
+        self
+    }
+
+    /// Sets a section by dotted path, as TOML (e.g. a custom capability's).
+    pub fn section(mut self, path: &str, value: toml::Value) -> Self {
+        self.policy.sections.insert(path.to_string(), value);
+        self
+    }
+
+    /// The policy, with its limits and name checked; its capability
+    /// sections are checked by the host that loads an agent under it
+    /// (which knows its custom capabilities), or by [`Policy::validate`].
+    pub fn build(self) -> Result<Policy, PolicyError> {
+        self.policy.validate_core()?;
+        Ok(self.policy)
+    }
+}
+
+/// Checks that `value` of the policy key `key` is within `min..=max`.
+pub fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), PolicyError> {
     if value < min || value > max {
         return Err(PolicyError::Invalid {
             key: key.to_string(),
@@ -378,8 +290,8 @@ fn range(key: &str, value: u64, min: u64, max: u64) -> Result<(), PolicyError> {
     Ok(())
 }
 
-/// Names used as namespaces and labels: short, plain, never path-like.
-pub(crate) fn check_name(key: &str, name: &str) -> Result<(), PolicyError> {
+/// Checks a name used as a namespace or label: short, plain, never path-like.
+pub fn check_name(key: &str, name: &str) -> Result<(), PolicyError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
@@ -401,29 +313,36 @@ fn span_line(text: &str, span: Option<std::ops::Range<usize>>) -> Option<usize> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capabilities::kv::KvGrant;
+    use crate::capabilities::wasi::{InertOrRefused, WasiGrant};
 
     #[test]
     fn empty_policy_grants_nothing_and_sets_limits() {
         let p = Policy::from_toml("").unwrap();
-        assert!(
-            p.capabilities.logging.is_none() && p.capabilities.kv.is_none() && p.capabilities.outbound_http.is_none()
-        );
+        assert_eq!(p.section_paths().count(), 0);
+        assert_eq!(p.grant::<KvGrant>().unwrap(), None);
         assert_eq!(p.limits.memory_mib, 64);
     }
 
     #[test]
-    fn unknown_keys_are_errors() {
+    fn unknown_keys_and_sections_are_errors() {
         let err = Policy::from_toml("[limits]\nmemory_mb = 5\n").unwrap_err().to_string();
         assert!(err.contains("memory_mb"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+        let err = Policy::from_toml("[limits]\n[capabilities.kv]\nmax_keyz = 1\n").unwrap_err().to_string();
+        assert!(err.starts_with("policy section [capabilities.kv] (line 2): unknown field `max_keyz`"), "{err}");
+        let err = Policy::from_toml("[capabilities.kvv]\n").unwrap_err().to_string();
+        assert!(err.starts_with("policy key `capabilities.kvv` is not a section of any capability"), "{err}");
+        assert!(err.contains("[capabilities.kv]"), "{err}");
     }
 
     #[test]
     fn filesystem_and_sockets_are_refused_unless_inert_is_asked_for() {
         let p = Policy::from_toml("").unwrap();
-        assert_eq!((p.wasi.filesystem, p.wasi.sockets), (InertOrRefused::Refused, InertOrRefused::Refused));
+        assert_eq!(p.grant::<WasiGrant>().unwrap(), None);
         let p = Policy::from_toml("[wasi]\nfilesystem = \"inert\"\nsockets = \"inert\"\n").unwrap();
-        assert_eq!((p.wasi.filesystem, p.wasi.sockets), (InertOrRefused::Inert, InertOrRefused::Inert));
+        let w = p.grant::<WasiGrant>().unwrap().unwrap();
+        assert_eq!((w.filesystem, w.sockets), (InertOrRefused::Inert, InertOrRefused::Inert));
         let err = Policy::from_toml("[wasi]\nfilesystem = \"granted\"\n").unwrap_err().to_string();
         assert!(err.contains("granted") && err.contains("inert") && err.contains("refused"), "{err}");
     }
@@ -440,5 +359,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("allow[0].url") && err.contains("ftp"), "{err}");
+    }
+
+    #[test]
+    fn a_built_policy_equals_the_parsed_one() {
+        let built = Policy::builder()
+            .name("counter")
+            .limits(|l| l.memory_mib = 32)
+            .grant(&KvGrant { namespace: Some("counters".into()), ..KvGrant::default() })
+            .build()
+            .unwrap();
+        built.validate().unwrap();
+        let kv = built.grant::<KvGrant>().unwrap().unwrap();
+        assert_eq!((kv.namespace.as_deref(), kv.max_keys), (Some("counters"), 10_000));
+        let parsed = Policy::from_toml(&toml::to_string(&built).unwrap()).unwrap();
+        assert_eq!(parsed.grant::<KvGrant>().unwrap(), Some(kv));
+        assert_eq!((parsed.agent, parsed.limits), (built.agent.clone(), built.limits.clone()));
+        let err = Policy::builder().limits(|l| l.cpu_ms = 0).build().unwrap_err().to_string();
+        assert_eq!(err, "policy key `limits.cpu_ms` is 0; it must be between 1 and 86400000");
     }
 }

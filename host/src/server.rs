@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::config::HostConfig;
 use crate::scheduler::{AgentEntry, CancelError, Scheduler, SchedulerConfig, Submission, SubmitError};
-use crate::{Host, Policy};
+use crate::{Host, HostBuilder, Policy};
 
 /// The daemon's configuration file (`chimera.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -114,7 +114,7 @@ impl ServeConfig {
             retry_base: s.retry_base_ms.map_or(d.retry_base, Duration::from_millis),
             retry_max: s.retry_max_ms.map_or(d.retry_max, Duration::from_millis),
             max_attempts: s.max_attempts.unwrap_or(d.max_attempts),
-            runtime: None,
+            ..d
         }
     }
 }
@@ -153,6 +153,11 @@ impl Daemon {
     /// Creates the host, loads every agent (refusing to start if any agent
     /// is refused, naming it), and starts the scheduler (recovering the journal).
     pub fn start(config: &ServeConfig) -> Result<Daemon, String> {
+        Daemon::start_with(config, &|b| b)
+    }
+
+    /// [`Daemon::start`] with the capabilities `extend` adds to the host.
+    pub fn start_with(config: &ServeConfig, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Daemon, String> {
         let mut host_config = HostConfig::default();
         if let Some(dir) = &config.data_dir {
             host_config.data_dir = dir.clone();
@@ -165,11 +170,11 @@ impl Daemon {
         budget.max_component_bytes = load.max_component_bytes.unwrap_or(budget.max_component_bytes);
         budget.compile_timeout_ms = load.compile_timeout_ms.unwrap_or(budget.compile_timeout_ms);
         budget.compile_memory_mib = load.compile_memory_mib.unwrap_or(budget.compile_memory_mib);
-        let host = Arc::new(Host::new(host_config).map_err(|e| e.to_string())?);
+        let host = Arc::new(extend(Host::builder(host_config)).build().map_err(|e| e.to_string())?);
         let mut agents = Vec::new();
         for a in &config.agents {
             let policy = match &a.policy {
-                Some(p) => Policy::from_file(p).map_err(|e| e.to_string())?,
+                Some(p) => Policy::from_file_with(p, host.capabilities()).map_err(|e| e.to_string())?,
                 None => Policy::default(),
             };
             let bytes = std::fs::read(&a.component)
@@ -301,9 +306,8 @@ async fn agents(State(api): Api) -> Response {
                 "name": e.agent.name(),
                 "max_concurrency": e.max_concurrency,
                 "imports": e.agent.imports(),
-                "wasi": policy.wasi,
-                "capabilities": policy.capabilities,
-                "limits": policy.limits,
+                "digest": e.agent.digest(),
+                "policy": policy,
             })
         })
         .collect();

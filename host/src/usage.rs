@@ -1,17 +1,10 @@
 //! What a task used: counted while it runs, reported when it ends.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-
-/// Host calls, by capability.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Call {
-    Logging,
-    Kv,
-    Http,
-    Tasks,
-}
 
 /// Live counters of one task. Atomics, so they can be read after a task
 /// that was cut off by its timeout (its store is gone by then).
@@ -30,31 +23,31 @@ pub(crate) struct UsageCounters {
     pub cpu_ns: AtomicU64,
     pub poll_started_ns: AtomicU64,
     pub peak_memory: AtomicU64,
-    pub logging_calls: AtomicU64,
-    pub kv_calls: AtomicU64,
-    pub http_calls: AtomicU64,
-    pub tasks_calls: AtomicU64,
-    pub kv_reads: AtomicU64,
-    pub kv_writes: AtomicU64,
-    pub http_requests: AtomicU64,
-    pub http_bytes_sent: AtomicU64,
-    pub http_bytes_received: AtomicU64,
-    pub stdio_dropped: AtomicU64,
+    /// The counters of the agent's capabilities, one run after another
+    /// (see [`crate::capability::Counters`]).
+    pub capability_counters: Box<[AtomicU64]>,
     /// What the agents this task called used.
     pub callees: std::sync::Mutex<Vec<CalleeUsage>>,
 }
 
 impl UsageCounters {
-    pub fn new(memory_limit: u64) -> Self {
-        UsageCounters { memory_limit, ..Default::default() }
+    pub fn with_counters(memory_limit: u64, counters: usize) -> Self {
+        UsageCounters {
+            memory_limit,
+            capability_counters: (0..counters).map(|_| AtomicU64::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Linear memory and host buffers held now.
+    pub fn current_bytes(&self) -> u64 {
+        self.linear_bytes.load(Relaxed) + self.host_bytes.load(Relaxed)
     }
 
     /// Reserves `n` host-side bytes for the instance if linear memory plus
     /// host buffers stay within the memory limit.
     pub fn try_hold_host(&self, n: u64) -> bool {
-        let linear = self.linear_bytes.load(Relaxed);
-        let held = self.host_bytes.load(Relaxed);
-        if linear + held + n > self.memory_limit {
+        if self.current_bytes().saturating_add(n) > self.memory_limit {
             return false;
         }
         let now = self.host_bytes.fetch_add(n, Relaxed) + n;
@@ -67,23 +60,42 @@ impl UsageCounters {
         self.host_bytes.fetch_sub(n, Relaxed);
     }
 
-    pub fn count_call(&self, call: Call) {
-        match call {
-            Call::Logging => &self.logging_calls,
-            Call::Kv => &self.kv_calls,
-            Call::Http => &self.http_calls,
-            Call::Tasks => &self.tasks_calls,
+    /// The report of what the task used; `layout` names the capability
+    /// counters in order (each capability's name and counter names).
+    pub fn snapshot(&self, wall: Duration, layout: &[(&'static str, &'static [&'static str])]) -> ResourceUsage {
+        let mut capabilities = BTreeMap::new();
+        let mut values = self.capability_counters.iter();
+        for (capability, names) in layout {
+            let mut counters = BTreeMap::new();
+            for name in names.iter() {
+                let v = values.next().map_or(0, |c| c.load(Relaxed));
+                if v > 0 {
+                    counters.insert(Cow::Borrowed(*name), v);
+                }
+            }
+            if !counters.is_empty() {
+                capabilities.insert(Cow::Borrowed(*capability), counters);
+            }
         }
-        .fetch_add(1, Relaxed);
-    }
-
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+        ResourceUsage {
+            wall_time_us: wall.as_micros() as u64,
+            cpu_ticks: self.cpu_ticks.load(Relaxed),
+            cpu_ms: self.cpu_ns.load(Relaxed) / 1_000_000,
+            peak_memory_bytes: self.peak_memory.load(Relaxed),
+            peak_host_bytes: self.peak_host_bytes.load(Relaxed),
+            capabilities,
+            callees: self.callees.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            ..Default::default()
+        }
     }
 }
 
+/// Counters of one capability, by name.
+pub type CapabilityUsage = BTreeMap<Cow<'static, str>, u64>;
+
 /// Resource usage of one task.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ResourceUsage {
     /// Wall time from the start of instantiation to the end of the call.
     pub wall_time_us: u64,
@@ -98,28 +110,30 @@ pub struct ResourceUsage {
     /// Highest host-side buffer bytes held for the instance (logs, stdio,
     /// response bodies); counted with linear memory against `memory_mib`.
     pub peak_host_bytes: u64,
-    /// Host calls by capability.
-    pub host_calls: HostCalls,
-    /// KV reads (get, list-keys).
-    pub kv_reads: u64,
-    /// KV writes (set, delete, increment, compare-and-swap).
-    pub kv_writes: u64,
-    /// Outbound HTTP requests sent.
-    pub http_requests: u64,
-    /// Bytes sent: URL, header names and values, and body.
-    pub http_bytes_sent: u64,
-    /// Response body bytes received.
-    pub http_bytes_received: u64,
     /// Log bytes kept.
     pub log_bytes: u64,
     /// Log lines dropped over the per-task cap.
     pub log_lines_dropped: u64,
-    /// Stdout/stderr bytes dropped over the cap.
-    pub stdio_bytes_dropped: u64,
+    /// Each capability's counters that moved (e.g. `kv`: `calls`, `reads`,
+    /// `writes`); see [`ResourceUsage::counter`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capabilities: BTreeMap<Cow<'static, str>, CapabilityUsage>,
     /// What each agent this task called through `tasks` used, in call order
     /// (each under its own limits, so none of it is counted above).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub callees: Vec<CalleeUsage>,
+}
+
+impl ResourceUsage {
+    /// A capability's counter, 0 if it never moved: e.g. `counter("kv", "writes")`.
+    pub fn counter(&self, capability: &str, name: &str) -> u64 {
+        self.capabilities.get(capability).and_then(|c| c.get(name)).copied().unwrap_or(0)
+    }
+
+    /// Host calls the task made through `capability`.
+    pub fn calls(&self, capability: &str) -> u64 {
+        self.counter(capability, "calls")
+    }
 }
 
 /// One call to another agent and what it used.
@@ -131,41 +145,4 @@ pub struct CalleeUsage {
     pub task_id: u64,
     /// What its task used.
     pub usage: ResourceUsage,
-}
-
-/// Host calls made by a task, by capability.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostCalls {
-    pub logging: u64,
-    pub kv: u64,
-    pub outbound_http: u64,
-    #[serde(default)]
-    pub tasks: u64,
-}
-
-impl UsageCounters {
-    pub fn snapshot(&self, wall: Duration) -> ResourceUsage {
-        let cpu_ticks = self.cpu_ticks.load(Relaxed);
-        ResourceUsage {
-            wall_time_us: wall.as_micros() as u64,
-            cpu_ticks,
-            cpu_ms: self.cpu_ns.load(Relaxed) / 1_000_000,
-            peak_memory_bytes: self.peak_memory.load(Relaxed),
-            peak_host_bytes: self.peak_host_bytes.load(Relaxed),
-            host_calls: HostCalls {
-                logging: self.logging_calls.load(Relaxed),
-                kv: self.kv_calls.load(Relaxed),
-                outbound_http: self.http_calls.load(Relaxed),
-                tasks: self.tasks_calls.load(Relaxed),
-            },
-            kv_reads: self.kv_reads.load(Relaxed),
-            kv_writes: self.kv_writes.load(Relaxed),
-            http_requests: self.http_requests.load(Relaxed),
-            http_bytes_sent: self.http_bytes_sent.load(Relaxed),
-            http_bytes_received: self.http_bytes_received.load(Relaxed),
-            stdio_bytes_dropped: self.stdio_dropped.load(Relaxed),
-            callees: self.callees.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            ..Default::default()
-        }
-    }
 }

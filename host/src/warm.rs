@@ -14,23 +14,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::Store;
 
+use crate::agent::Agent;
 use crate::bindings;
-use crate::capabilities::logging::TaskLog;
-use crate::capabilities::tasks::CallChain;
-use crate::capabilities::wasi::CapturedOutput;
+use crate::capability::{CallChain, TaskHandle};
 use crate::error::TaskError;
-use crate::host::{checked_output, stdio_into_log, Agent, Host, RunOptions};
-use crate::state::TaskState;
-use crate::usage::UsageCounters;
+use crate::host::Host;
+use crate::task_data::TaskData;
 
 /// A live instance of one agent, called any number of times.
 pub struct WarmInstance {
     host: Host,
     agent: Arc<Agent>,
-    store: Store<TaskState>,
+    store: Store<TaskData>,
     instance: bindings::Agent,
-    log: TaskLog,
-    stdio: (CapturedOutput, CapturedOutput),
+    task: TaskHandle,
     /// Why the instance can no longer be called.
     broken: Option<String>,
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
@@ -41,22 +38,11 @@ impl Host {
     /// [`WarmInstance::call`]. It holds one of the host's instance slots
     /// until dropped.
     pub async fn warm(&self, agent: Arc<Agent>) -> Result<WarmInstance, TaskError> {
-        let limits = &agent.policy.limits;
-        let usage = Arc::new(UsageCounters::new(limits.memory_mib << 20));
-        let logging = agent.policy.capabilities.logging.clone().unwrap_or_default();
-        let log = TaskLog::new(agent.name.clone(), 0, logging, usage.clone());
-        let stdio = (
-            CapturedOutput::new(limits.stdio_bytes as usize, usage.clone()),
-            CapturedOutput::new(limits.stdio_bytes as usize, usage.clone()),
-        );
-        let chain = CallChain { depth: 0, max_depth: None, options: RunOptions::default() };
-        let mut store = self.new_store(&agent, log.clone(), usage, stdio.clone(), chain);
-        let instance = match agent.pre.instantiate_async(&mut store).await {
-            Ok(instance) => instance,
-            Err(e) => return Err(self.classify(e, &store, &agent, true)),
-        };
+        let task = self.accounts(&agent, 0);
+        let mut store = self.new_store(&agent, &task, CallChain::default());
+        let instance = self.instantiate(&agent, &mut store).await?;
         let timer = Box::pin(tokio::time::sleep(Duration::ZERO));
-        Ok(WarmInstance { host: self.clone(), agent, store, instance, log, stdio, broken: None, timer })
+        Ok(WarmInstance { host: self.clone(), agent, store, instance, task, broken: None, timer })
     }
 }
 
@@ -78,37 +64,30 @@ impl WarmInstance {
             return Err(TaskError::InputTooLarge { size: input.len() as u64, limit: limits.max_input_bytes });
         }
         // A fresh CPU budget for each call.
-        let usage = self.store.data().usage.clone();
+        let usage = self.task.usage.clone();
         usage.cpu_ns.store(0, std::sync::atomic::Ordering::Relaxed);
         self.store.data_mut().cpu_ticks = 0;
         self.store.set_epoch_deadline(1);
         let ends = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
         // One timer for the instance's life, moved for each call.
         self.timer.as_mut().reset(ends);
-        let call = tokio::select! {
+        let call = self.host.call(&self.agent, &mut self.store, &self.instance, input);
+        let outcome = tokio::select! {
             biased;
-            r = crate::cpu::Metered::new(self.instance.call_run(&mut self.store, input), usage) => Ok(r),
-            _ = self.timer.as_mut() => Err(()),
+            r = crate::cpu::Metered::new(call, usage) => r,
+            _ = self.timer.as_mut() => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
         };
-        let outcome = match call {
-            Ok(Ok(result)) => checked_output(&self.agent, result),
-            Ok(Err(e)) => {
-                let error = self.host.classify(e, &self.store, &self.agent, false);
-                self.broken = Some(error.to_string());
-                Err(error)
+        if let Err(e) = &outcome {
+            // A trap, or a call abandoned mid-flight: the instance is not re-entrant now.
+            if !matches!(e, TaskError::Agent { .. } | TaskError::OutputTooLarge { .. }) {
+                self.broken =
+                    Some(if matches!(e, TaskError::Timeout { .. }) { "timed out".into() } else { e.to_string() });
             }
-            Err(_) => {
-                // The call was abandoned mid-flight: the instance is not re-entrant now.
-                self.broken = Some("timed out".into());
-                Err(TaskError::Timeout { limit_ms: limits.timeout_ms })
-            }
-        };
-        // Log lines went to tracing as they came; stdout and stderr go there
-        // now. What was kept is released, so a long-lived instance keeps nothing.
-        let dropped = stdio_into_log(&self.log, &self.stdio.0, &self.stdio.1);
-        UsageCounters::add(&self.store.data().usage.stdio_dropped, dropped);
-        // A fresh log budget for the next call.
-        self.log.take();
+        }
+        // Log lines went to tracing as they came; what was kept is
+        // released, so a long-lived instance keeps nothing: a fresh log
+        // budget for the next call.
+        self.task.log.take();
         outcome
     }
 }

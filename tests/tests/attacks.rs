@@ -59,17 +59,29 @@ fn a_component_with_more_core_instances_than_a_pool_slot_holds_is_refused_at_loa
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn many_core_instances_in_one_component_stop_at_the_instance_cap() {
-    // A host whose pool slots hold 64 core instances: the policy's 32 stop it.
+async fn many_core_instances_in_one_component_are_refused_at_load() {
+    // A host whose pool slots hold 64 core instances: the policy's 32 stop
+    // it, counted before anything runs, whether the instances are in the
+    // component itself or in a nested component instantiated five times.
     let dir = tempfile::tempdir().unwrap();
     let host = chimera_tests::host_with(dir.path(), |c| c.max_core_instances_per_component = 64);
-    let agent = host.load("attack", &component(artifacts::MANY_INSTANCES), policy("")).unwrap();
-    let r = run_beside_bystander(&host, &agent, "").await;
-    assert_eq!(
-        r.outcome,
-        Err(TaskError::CountLimit { resource: "core instances".into(), limit: 32, key: "[limits] instances".into() })
-    );
-    assert_counted(&host, "attack", "count-limit");
+    for path in [artifacts::MANY_INSTANCES, artifacts::NESTED_INSTANCES] {
+        match host.load("attack", &component(path), policy("")) {
+            Err(LoadError::OverLimit { agent, detail, key, limit }) => {
+                assert_eq!(
+                    (agent.as_str(), detail.as_str(), key, limit),
+                    ("attack", "the component creates 41 core instances", "[limits] instances", 32)
+                );
+            }
+            other => panic!("{path}: expected a load refusal, got {:?}", other.map(|a| a.name().to_string())),
+        }
+        // Counted exactly, not over: allowed 41, it loads and runs (its `run` traps).
+        let agent = host.load("attack", &component(path), policy("[limits]\ninstances = 41\n")).unwrap();
+        let r = run_beside_bystander(&host, &agent, "").await;
+        assert_eq!(r.outcome, Err(TaskError::Trap { reason: "wasm `unreachable` instruction executed".into() }));
+        let err = host.load("attack", &component(path), policy("[limits]\ninstances = 40\n")).err().unwrap();
+        assert!(matches!(err, LoadError::OverLimit { limit: 40, .. }), "{err}");
+    }
 }
 
 // ---- CPU ----
@@ -97,8 +109,8 @@ async fn host_call_flood_stops_at_the_cpu_limit_and_its_log_is_capped() {
     assert_eq!(r.outcome, Err(TaskError::CpuLimit { limit_ms: 300 }));
     // Empty lines still cost 64 bytes each: 100 fit in 6,400 bytes.
     assert_eq!(r.logs.len(), 100);
-    assert_eq!(r.usage.log_lines_dropped, r.usage.host_calls.logging - 100);
-    assert!(r.usage.host_calls.logging > 1000, "{:?}", r.usage);
+    assert_eq!(r.usage.log_lines_dropped, r.usage.calls("logging") - 100);
+    assert!(r.usage.calls("logging") > 1000, "{:?}", r.usage);
     let dropped = metric(&host, r#"chimera_log_lines_dropped_total{agent="attack"}"#).unwrap();
     assert_eq!(dropped as u64, r.usage.log_lines_dropped);
 }
@@ -248,7 +260,7 @@ async fn a_log_message_as_large_as_guest_memory_is_read_in_place_and_capped() {
 async fn an_oversized_kv_value_is_refused_before_the_host_copies_it() {
     let (host, r, _d) = attack(artifacts::GIANT_KV_VALUE, "[capabilities.kv]", "").await;
     assert_eq!(r.outcome, Ok("value is 58982400 bytes; the limit is 65536 (max_value_bytes)".to_string()));
-    assert_eq!(r.usage.kv_writes, 0, "nothing reached the store");
+    assert_eq!(r.usage.counter("kv", "writes"), 0, "nothing reached the store");
     assert_eq!(metric(&host, r#"chimera_denials_total{agent="attack",capability="kv",reason="too-large"}"#), Some(1.0));
 }
 

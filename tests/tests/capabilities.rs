@@ -18,7 +18,7 @@ async fn echo_transforms_text_and_logs_through_the_logging_capability() {
     assert_eq!(report.logs.len(), 1);
     assert_eq!(report.logs[0].message, "upper applied to 5 chars");
     assert_eq!((report.logs[0].level, report.logs[0].source), ("info", LogSource::Agent));
-    assert_eq!(report.usage.host_calls.logging, 1);
+    assert_eq!(report.usage.calls("logging"), 1);
     assert!(report.usage.peak_memory_bytes >= 64 << 10, "{:?}", report.usage);
 
     let report = host.run(&agent, r#"{"text":"x","op":"explode"}"#).await;
@@ -42,7 +42,7 @@ async fn word_count_needs_no_capability() {
         output_json(&report.outcome),
         json!({"words": 7, "lines": 2, "chars": text.chars().count(), "top": [["the", 3], ["and", 1]]})
     );
-    assert_eq!(report.usage.host_calls, Default::default());
+    assert!(report.usage.capabilities.is_empty(), "{:?}", report.usage.capabilities);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,7 +71,7 @@ async fn kv_values_persist_across_tasks_and_host_restarts_and_stay_in_their_name
         let alpha = host.load("alpha", &counter, policy(KV_POLICY_ALPHA)).unwrap();
         let r = host.run(&alpha, r#"{"key":"visits"}"#).await;
         assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 1}));
-        assert_eq!((r.usage.kv_writes, r.usage.host_calls.kv), (1, 1));
+        assert_eq!((r.usage.counter("kv", "writes"), r.usage.calls("kv")), (1, 1));
         let r = host.run(&alpha, r#"{"key":"visits","by":5}"#).await;
         assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 6}));
     }
@@ -93,9 +93,9 @@ async fn kv_values_persist_across_tasks_and_host_restarts_and_stay_in_their_name
     // A plain get reads without writing; a plain set writes.
     let r = host.run(&alpha, r#"{"key":"visits","peek":true}"#).await;
     assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 7}));
-    assert_eq!((r.usage.kv_reads, r.usage.kv_writes), (1, 0));
+    assert_eq!((r.usage.counter("kv", "reads"), r.usage.counter("kv", "writes")), (1, 0));
     let r = host.run(&alpha, r#"{"key":"visits","set":40}"#).await;
-    assert_eq!((r.usage.kv_reads, r.usage.kv_writes), (0, 1));
+    assert_eq!((r.usage.counter("kv", "reads"), r.usage.counter("kv", "writes")), (0, 1));
     let r = host.run(&alpha, r#"{"key":"visits","by":2}"#).await;
     assert_eq!(output_json(&r.outcome), json!({"key": "visits", "count": 42}));
 }
@@ -136,7 +136,10 @@ async fn outbound_http_reaches_an_allowed_url_and_nothing_else() {
 
     let r = host.run(&agent, &json!({"url": server.url("/hello")}).to_string()).await;
     assert_eq!(output_json(&r.outcome), json!({"status": 200, "bytes": 26, "body": "hello from the test server"}));
-    assert_eq!((r.usage.http_requests, r.usage.http_bytes_received), (1, 26));
+    assert_eq!(
+        (r.usage.counter("outbound-http", "requests"), r.usage.counter("outbound-http", "bytes_received")),
+        (1, 26)
+    );
     assert_eq!(server.hits(), 1);
 
     // Same server, a path outside the allowed prefix: denied before any traffic.
@@ -150,7 +153,7 @@ async fn outbound_http_reaches_an_allowed_url_and_nothing_else() {
         }
         other => panic!("expected a denial, got {other:?}"),
     }
-    assert_eq!(r.usage.http_requests, 0);
+    assert_eq!(r.usage.counter("outbound-http", "requests"), 0);
     assert_eq!(server.hits(), 1);
 }
 
@@ -197,5 +200,5 @@ async fn outbound_http_caps_response_size_and_time_and_returns_redirects_unfollo
 
     let r = host.run(&agent, &json!({"url": server.url("/redirect")}).to_string()).await;
     assert_eq!(output_json(&r.outcome)["status"], json!(307));
-    assert_eq!(r.usage.http_requests, 1, "the redirect is not followed");
+    assert_eq!(r.usage.counter("outbound-http", "requests"), 1, "the redirect is not followed");
 }

@@ -32,7 +32,14 @@ fn audit_json_is_valid_and_complete() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(report["runnable"], true);
-    assert_eq!(report["kv_namespace"], "counter");
+    let kv = report["grants"].as_array().unwrap().iter().find(|g| g["capability"] == "kv").unwrap();
+    assert_eq!((kv["granted"].as_bool(), kv["section"].as_str()), (Some(true), Some("capabilities.kv")));
+    assert_eq!(kv["grant"]["namespace"], "counter");
+    assert_eq!(kv["summary"][0], "kv namespace: counter");
+    let http = report["grants"].as_array().unwrap().iter().find(|g| g["capability"] == "outbound-http").unwrap();
+    assert_eq!((http["granted"].as_bool(), http["grant"].is_null()), (Some(false), true));
+    assert_eq!(report["limits"]["stack_kib"], 512);
+    assert_eq!(report["component_sha256"].as_str().map(str::len), Some(64));
     let kv = report["imports"].as_array().unwrap().iter().find(|i| i["import"] == "chimera:agent/kv@0.1.0").unwrap();
     assert_eq!((kv["verdict"].as_str(), kv["capability"].as_str()), (Some("granted"), Some("kv")));
     assert_eq!(report["limits"]["memory_mib"], 64);

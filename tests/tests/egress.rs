@@ -208,8 +208,8 @@ async fn an_oversized_header_is_refused_before_anything_is_copied_or_sent() {
         got,
         too_large(&format!("request is {size} bytes (URL, headers and body); the limit is 1024 (max_request_bytes)"))
     );
-    assert_eq!((r.usage.http_requests, r.usage.http_bytes_sent), (0, 0));
-    assert_eq!(r.usage.host_calls.outbound_http, 1);
+    assert_eq!((r.usage.counter("outbound-http", "requests"), r.usage.counter("outbound-http", "bytes_sent")), (0, 0));
+    assert_eq!(r.usage.calls("outbound-http"), 1);
 
     // Under max_request_bytes = 0 not even the URL may leave.
     let zero = host
@@ -224,7 +224,7 @@ async fn an_oversized_header_is_refused_before_anything_is_copied_or_sent() {
             "request is at least {floor} bytes (URL, headers and body); the limit is 0 (max_request_bytes)"
         ))
     );
-    assert_eq!(r.usage.http_bytes_sent, 0);
+    assert_eq!(r.usage.counter("outbound-http", "bytes_sent"), 0);
     let (got, _) = run(&host, &zero, json!({"url": url})).await;
     let size = url.len();
     assert_eq!(
@@ -259,23 +259,26 @@ async fn every_byte_sent_is_counted_against_the_limit() {
     let (got, r) = run(&host, &agent, json!({"url": url, "headers": headers, "body": "hello"})).await;
     assert_eq!(got, hello);
     let sent = url.len() + "x-a".len() + "1".len() + "accept".len() + "text/plain".len() + "hello".len();
-    assert_eq!((r.usage.http_requests, r.usage.http_bytes_sent), (1, sent as u64));
+    assert_eq!(
+        (r.usage.counter("outbound-http", "requests"), r.usage.counter("outbound-http", "bytes_sent")),
+        (1, sent as u64)
+    );
 
     // What is counted is the URL that leaves: `/a/../hello` goes out as `/hello`.
     let (got, r) = run(&host, &agent, json!({"url": server.url("/a/../hello")})).await;
     assert_eq!(got, hello);
-    assert_eq!(r.usage.http_bytes_sent, url.len() as u64);
+    assert_eq!(r.usage.counter("outbound-http", "bytes_sent"), url.len() as u64);
 
     // Exactly at the limit goes out; one byte more does not.
     let fill = limit - url.len() - "x-big".len();
     let (got, r) = run(&host, &agent, json!({"url": url, "header_bytes": fill})).await;
     assert_eq!(got, hello);
-    assert_eq!(r.usage.http_bytes_sent, limit as u64);
+    assert_eq!(r.usage.counter("outbound-http", "bytes_sent"), limit as u64);
     let (got, r) = run(&host, &agent, json!({"url": url, "header_bytes": fill + 1})).await;
     let reason =
         format!("request is {} bytes (URL, headers and body); the limit is {limit} (max_request_bytes)", limit + 1);
     assert_eq!(got, too_large(&reason));
-    assert_eq!((r.usage.http_requests, r.usage.http_bytes_sent), (0, 0));
+    assert_eq!((r.usage.counter("outbound-http", "requests"), r.usage.counter("outbound-http", "bytes_sent")), (0, 0));
     let (got, _) = run(&host, &agent, json!({"url": url, "body": "b".repeat(limit)})).await;
     let reason = format!(
         "request is {} bytes (URL, headers and body); the limit is {limit} (max_request_bytes)",
@@ -331,7 +334,7 @@ async fn a_header_list_is_refused_by_its_length_before_any_element_is_read() {
     let agent = host.load("egress", &component(artifacts::EGRESS_HEADER_FLOOD), wat_policy("")).unwrap();
     let r = host.run(&agent, "").await;
     assert_eq!(r.outcome, Ok("request has 100000 headers; the limit is 100".to_string()));
-    assert_eq!((r.usage.http_requests, r.usage.http_bytes_sent), (0, 0));
+    assert_eq!((r.usage.counter("outbound-http", "requests"), r.usage.counter("outbound-http", "bytes_sent")), (0, 0));
     assert_eq!(
         metric(&host, r#"chimera_denials_total{agent="egress",capability="outbound-http",reason="too-large"}"#),
         Some(1.0)
@@ -351,7 +354,7 @@ async fn utf16_requests_are_sized_before_they_are_transcoded() {
     let expected = "request is at least 8388633 bytes (URL, headers and body); the limit is 1024 (max_request_bytes)\n\
                     request is more than 1024 bytes (URL, headers and body) once decoded to UTF-8; the limit is 1024 (max_request_bytes)";
     assert_eq!(r.outcome, Ok(expected.to_string()));
-    assert_eq!((r.usage.http_requests, r.usage.http_bytes_sent), (0, 0));
+    assert_eq!((r.usage.counter("outbound-http", "requests"), r.usage.counter("outbound-http", "bytes_sent")), (0, 0));
     assert_eq!(
         metric(&host, r#"chimera_denials_total{agent="egress",capability="outbound-http",reason="too-large"}"#),
         Some(2.0)

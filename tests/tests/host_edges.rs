@@ -93,7 +93,7 @@ async fn cpu_spent_serving_host_calls_counts_against_the_cpu_limit() {
     let r = run_beside_bystander(&host, &agent, "").await;
     assert_eq!(r.outcome, Err(TaskError::CpuLimit { limit_ms: 100 }));
     assert!(r.usage.cpu_ms >= 100, "{} ms", r.usage.cpu_ms);
-    assert!(r.usage.host_calls.logging > 10, "{} log calls", r.usage.host_calls.logging);
+    assert!(r.usage.calls("logging") > 10, "{} log calls", r.usage.calls("logging"));
     // 64 KiB of log per task: 16 lines of 4 KiB (each line costs its 64-byte overhead too).
     assert_eq!(r.logs.len(), 15);
     assert_counted(&host, "attack", "cpu-limit");
@@ -115,18 +115,29 @@ async fn leaving_through_wasi_exit_is_reported_as_an_exit_with_its_status() {
 }
 
 #[test]
-fn audit_refuses_what_load_cannot_link() {
+fn a_pre_release_import_is_refused_by_audit_and_load_alike() {
+    // The host implements kv 0.1.0; a 0.1.0-rc import is not served by it
+    // (a pre-release matches only itself, as in wasmtime's linker).
     let dir = tempfile::tempdir().unwrap();
     let host = host_in(dir.path());
     let bytes = component(artifacts::PRERELEASE_IMPORT);
     let p = policy("[capabilities.kv]");
     let report = host.audit("pre", &bytes, &p).unwrap();
     assert!(!report.runnable, "audit called it runnable");
-    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
-    assert!(report.problems[0].starts_with("agent `pre` cannot be linked: "), "{}", report.problems[0]);
+    let refused: Vec<_> = report.refused().map(|d| (d.import.as_str(), d.capability)).collect();
+    assert_eq!(refused, [("chimera:agent/kv@0.1.0-rc", "kv")]);
+    let reason = "this host implements chimera:agent/kv@0.1.0, which does not serve version 0.1.0-rc \
+                  (only the same semver series, and a pre-release only itself); rebuild the agent against this host's WIT";
+    assert_eq!(report.refused().next().unwrap().detail, reason);
     match host.load("pre", &bytes, p) {
-        Err(LoadError::Link { agent, .. }) => assert_eq!(agent, "pre"),
-        Err(other) => panic!("expected a link error, got {other}"),
+        Err(LoadError::Ungranted { agent, ungranted }) => {
+            assert_eq!(agent, "pre");
+            assert_eq!(
+                ungranted.iter().map(|u| (u.import.as_str(), u.reason.as_str())).collect::<Vec<_>>(),
+                [("chimera:agent/kv@0.1.0-rc", reason)]
+            );
+        }
+        Err(other) => panic!("expected a refusal, got {other}"),
         Ok(_) => panic!("loaded"),
     }
 }
@@ -159,7 +170,7 @@ async fn a_called_agent_runs_under_its_own_concurrency_cap_and_reports_to_its_ca
         assert_eq!(r.usage.callees.len(), 1);
         assert_eq!(r.usage.callees[0].agent, "crowd-probe");
         // Count in, record the peak (when it is a new one), count out.
-        assert!((2..=3).contains(&r.usage.callees[0].usage.kv_writes), "{:?}", r.usage.callees[0].usage);
+        assert!((2..=3).contains(&r.usage.callees[0].usage.counter("kv", "writes")), "{:?}", r.usage.callees[0].usage);
     }
 }
 

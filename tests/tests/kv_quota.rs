@@ -2,7 +2,8 @@
 //! transaction as the data; keys refused from their length before the host
 //! decodes them; list-keys pages bounded by bytes.
 
-use chimera_host::capabilities::kv::KvStore;
+use chimera_host::capabilities::kv::KvGrant;
+use chimera_host::storage::RedbKv;
 use chimera_host::{Agent, Host, Policy, TaskReport};
 use chimera_tests::{artifacts, assert_counted, component, host_in, metric, policy, run_beside_bystander};
 use std::path::Path;
@@ -23,8 +24,8 @@ async fn run(host: &Host, agent: &Agent, input: &str) -> String {
 /// The totals kept for `ns` in the store of `dir` (no host may have it
 /// open), checked against a count of the entries themselves.
 fn stored(dir: &Path, ns: &str) -> (u64, u64) {
-    let store = KvStore::open(&dir.join("kv.redb")).unwrap();
-    let kept = store.totals(ns).unwrap();
+    let store = RedbKv::open(&dir.join("kv.redb")).unwrap();
+    let kept = store.totals_now(ns).unwrap();
     assert_eq!(kept, store.recount(ns).unwrap(), "the kept totals drifted from the data");
     (kept.keys, kept.bytes)
 }
@@ -55,7 +56,7 @@ async fn a_namespace_fills_to_max_keys_and_the_next_write_is_refused() {
         // 100-byte values under 8-byte keys: 108 bytes an entry.
         let r = run_beside_bystander(&host, &attack, "100").await;
         assert_eq!(output(&r), full(10, "attack", (10, 1080), (10, DEFAULT_MAX_BYTES), (1, 108)));
-        assert_eq!(r.usage.kv_writes, 11);
+        assert_eq!(r.usage.counter("kv", "writes"), 11);
         assert_eq!(
             metric(&host, r#"chimera_denials_total{agent="attack",capability="kv",reason="too-large"}"#),
             Some(1.0)
@@ -151,7 +152,7 @@ async fn a_utf16_key_as_large_as_guest_memory_is_refused_from_its_length() {
     let r = run_beside_bystander(&host, &attack, "").await;
     // 29,491,200 code units: at least that many bytes, however they decode.
     assert_eq!(output(&r), "key is at least 29491200 bytes; the limit is 512 (max_key_bytes)");
-    assert_eq!(r.usage.kv_reads, 0, "nothing reached the store");
+    assert_eq!(r.usage.counter("kv", "reads"), 0, "nothing reached the store");
     let denied = metric(&host, r#"chimera_denials_total{agent="attack",capability="kv",reason="too-large"}"#);
     assert_eq!(denied, Some(1000.0));
     assert_counted(&host, "attack", "ok");
@@ -193,7 +194,7 @@ async fn a_list_keys_page_stops_at_one_mib_of_keys_or_at_the_memory_limit() {
 
 #[test]
 fn quota_keys_have_finite_defaults_and_validated_ranges() {
-    let kv = Policy::from_toml("[capabilities.kv]").unwrap().capabilities.kv.unwrap();
+    let kv = Policy::from_toml("[capabilities.kv]").unwrap().grant::<KvGrant>().unwrap().unwrap();
     assert_eq!((kv.max_keys, kv.max_bytes), (10_000, 64 << 20));
     let err = |toml: &str| Policy::from_toml(toml).unwrap_err().to_string();
     assert_eq!(

@@ -45,7 +45,7 @@ async fn python_kv_counter_counts_logs_and_reports_store_errors() {
     assert_eq!(second.outcome, Ok(r#"{"key": "visits", "count": 42}"#.to_string()));
     let line = second.logs.iter().find(|l| l.message == "counter visits is now 42").expect("the agent logged");
     assert_eq!(line.fields, vec![("key".to_string(), "visits".to_string())]);
-    assert_eq!(second.usage.host_calls.kv, 1);
+    assert_eq!(second.usage.calls("kv"), 1);
     let all = host.run(&agent, r#"{"list":true}"#).await;
     assert_eq!(all.outcome, Ok(r#"{"counters": [["visits", 42]]}"#.to_string()));
 

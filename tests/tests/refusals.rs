@@ -88,7 +88,7 @@ fn an_interface_no_capability_provides_is_refused() {
         ungranted(&err),
         [(
             "attack:evil/secrets".to_string(),
-            "no Chimera capability provides this interface, so no policy can grant it".to_string()
+            "no capability of this host provides `attack:evil/secrets`, so no policy can grant it".to_string()
         )]
     );
 }

@@ -125,9 +125,11 @@ async fn test_timing_attack_resistance() {
         let snoop = host.load("snoop", &component(artifacts::SNOOP), policy(toml)).unwrap();
         let r = host.run(&snoop, "").await;
         let seen: Value = serde_json::from_str(r.outcome.as_ref().unwrap()).unwrap();
+        // The probe saw the clock move, and never by less than the resolution.
+        assert_eq!(seen["clock_ticks_seen"], 5, "{seen}");
         let step = seen["finest_clock_step_ns"].as_u64().unwrap();
         let unit = resolution_ms * 1_000_000;
-        assert!(step == 0 || (step >= unit && step.is_multiple_of(unit)), "step {step} ns at {resolution_ms} ms");
+        assert!(step >= unit && step.is_multiple_of(unit), "step {step} ns at {resolution_ms} ms");
     }
 }
 
@@ -136,14 +138,11 @@ async fn test_fork_bomb_protection() {
     let dir = tempfile::tempdir().unwrap();
     // Pool slots of 64 core instances, so the policy's 32 is what stops it.
     let host = chimera_tests::host_with(dir.path(), |c| c.max_core_instances_per_component = 64);
-    let bomb = host.load("bomb", &component(artifacts::MANY_INSTANCES), policy("")).unwrap();
-    let r = run_beside_bystander(&host, &bomb, "").await;
+    let err = host.load("bomb", &component(artifacts::MANY_INSTANCES), policy("")).err().expect("refused");
     assert_eq!(
-        r.outcome,
-        Err(TaskError::CountLimit { resource: "core instances".into(), limit: 32, key: "[limits] instances".into() })
+        err.to_string(),
+        "agent `bomb` exceeds its policy: the component creates 41 core instances, more than [limits] instances = 32 allows"
     );
-    assert_counted(&host, "bomb", "count-limit");
-    assert!(!r.outcome.unwrap_err().is_retryable());
 
     // An agent that spawns itself through the tasks capability stops at its
     // fan-out and depth: 1 + 2 + 4 tasks, then refusals.

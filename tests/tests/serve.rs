@@ -278,7 +278,7 @@ async fn the_daemon_stops_a_self_spawning_agent_at_its_limits() {
     let t = api.wait_final(id).await;
     assert_eq!(t["status"], "completed");
     assert_eq!(t["output"], r#"3 children, then CallError::Denied("this task already made 3 calls (max_fan_out)")"#);
-    assert_eq!(t["attempts"][0]["usage"]["host_calls"]["tasks"], 4);
+    assert_eq!(t["attempts"][0]["usage"]["capabilities"]["tasks"]["calls"], 4);
     let (_, metrics) = api.get("/metrics").await;
     // 1 + 3 + 9 + 27 tasks ran; the healthz answer shows the daemon is fine.
     assert!(metrics.contains("chimera_tasks_total{agent=\"fork-bomb\",outcome=\"ok\"} 40"), "{metrics}");

@@ -23,7 +23,7 @@ async fn a_self_spawning_agent_is_stopped_at_its_fan_out_and_depth() {
         r.outcome,
         Ok(r#"3 children, then CallError::Denied("this task already made 3 calls (max_fan_out)")"#.to_string())
     );
-    assert_eq!(r.usage.host_calls.tasks, 4);
+    assert_eq!(r.usage.calls("tasks"), 4);
     // 1 + 3 children + 9 grandchildren; each grandchild was refused a 3rd level.
     assert_eq!(metric(&host, r#"chimera_tasks_total{agent="fork-bomb",outcome="ok"}"#), Some(13.0));
     assert_eq!(
@@ -80,7 +80,7 @@ async fn cancelling_a_caller_ends_its_running_child() {
         .load("fork-bomb", &component(artifacts::FORK_BOMB), bomb_policy("[limits]\ntimeout_ms = 600000\n"))
         .unwrap();
     let token = tokio_util::sync::CancellationToken::new();
-    let options = RunOptions { deadline: None, cancel: Some(token.clone()) };
+    let options = RunOptions::new(None, Some(token.clone()));
     let run = host.run_with(&caller, r#"{"target":"sleeper","input":"600"}"#, options);
     let cancel = async {
         // Wait until the child is alive, then cancel the caller.

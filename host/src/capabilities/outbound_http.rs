@@ -24,42 +24,237 @@ use url::{Host, Url};
 use wasmtime::component::{ComponentType, Lift, Linker, WasmList};
 use wasmtime::StoreContextMut;
 
-use super::logging::escape_capped;
-use super::{CapabilityDecision, Grant};
-use crate::bindings::chimera::agent::outbound_http::{self as wit, HttpError, Method, Request, Response};
-use crate::guest_args::GuestStr;
-use crate::policy::{HttpGrant, Policy};
-use crate::state::TaskState;
-use crate::usage::{Call, UsageCounters};
+use serde::{Deserialize, Serialize};
 
-pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
-    CapabilityDecision {
-        capability: "outbound-http",
-        section: "[capabilities.outbound_http]",
-        grant: match &policy.capabilities.outbound_http {
-            Some(g) if g.allow.is_empty() => {
-                Grant::Granted("linked, but no URL is allowed (add [[capabilities.outbound_http.allow]] rules)".into())
+use crate::bindings::chimera::agent::outbound_http::{HttpError, Method, Response};
+use crate::capability::{Capability, Counters, Decision, Interface, LoadContext, TaskContext, TaskHandle};
+use crate::error::PolicyError;
+use crate::guest_args::GuestStr;
+use crate::log::escape_capped;
+use crate::policy::{check_range, PolicySection};
+use crate::task_data::TaskData;
+
+/// `[capabilities.outbound_http]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpGrant {
+    /// Requests per task.
+    pub max_requests: u32,
+    /// Largest request, in bytes: URL, header names and values, and body
+    /// together (what the agent sends; at most 100 headers).
+    pub max_request_bytes: u64,
+    /// Largest response body, in bytes; a larger one fails with `too-large`.
+    pub max_response_bytes: u64,
+    /// Time for one request, connect to last byte, in milliseconds.
+    pub timeout_ms: u64,
+    /// The allowed URLs; nothing else is reachable.
+    pub allow: Vec<HttpAllow>,
+}
+
+impl Default for HttpGrant {
+    fn default() -> Self {
+        HttpGrant {
+            max_requests: 16,
+            max_request_bytes: 1 << 20,
+            max_response_bytes: 1 << 20,
+            timeout_ms: 5_000,
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl PolicySection for HttpGrant {
+    const SECTION: &'static str = "capabilities.outbound_http";
+}
+
+/// `[[capabilities.outbound_http.allow]]`: one allowed URL pattern.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpAllow {
+    /// `scheme://host[:port]/path-prefix`; the host may be `*.suffix`.
+    pub url: String,
+    /// Allowed methods; default `["GET"]`.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<HttpMethod>,
+    /// Allow loopback, private and link-local addresses for this URL.
+    /// Without it such addresses are refused even when the host name matches.
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+impl HttpAllow {
+    /// A rule allowing `methods` on `url`, public addresses only.
+    pub fn new(url: &str, methods: &[HttpMethod]) -> HttpAllow {
+        HttpAllow { url: url.to_string(), methods: methods.to_vec(), allow_private: false }
+    }
+
+    /// The same rule with private addresses allowed or not.
+    pub fn allow_private(mut self, allow: bool) -> HttpAllow {
+        self.allow_private = allow;
+        self
+    }
+}
+
+fn default_methods() -> Vec<HttpMethod> {
+    vec![HttpMethod::Get]
+}
+
+/// An HTTP method a rule may allow, written in upper case in a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// `GET`
+    Get,
+    /// `HEAD`
+    Head,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `PATCH`
+    Patch,
+    /// `DELETE`
+    Delete,
+    /// `OPTIONS`
+    Options,
+}
+
+impl HttpMethod {
+    /// The method's name.
+    pub fn name(self) -> &'static str {
+        method_name(self.into())
+    }
+}
+
+impl From<HttpMethod> for Method {
+    fn from(m: HttpMethod) -> Method {
+        match m {
+            HttpMethod::Get => Method::Get,
+            HttpMethod::Head => Method::Head,
+            HttpMethod::Post => Method::Post,
+            HttpMethod::Put => Method::Put,
+            HttpMethod::Patch => Method::Patch,
+            HttpMethod::Delete => Method::Delete,
+            HttpMethod::Options => Method::Options,
+        }
+    }
+}
+
+const INTERFACES: &[Interface] = &[Interface::new("chimera:agent", "outbound-http", "0.1.0")];
+
+const CALLS: usize = 0;
+const REQUESTS: usize = 1;
+const BYTES_SENT: usize = 2;
+const BYTES_RECEIVED: usize = 3;
+
+/// The `outbound-http` capability.
+#[derive(Debug, Default)]
+pub struct OutboundHttp {
+    /// Names resolved to fixed addresses instead of through DNS (vetted like any other).
+    dns_overrides: Arc<HashMap<String, Vec<IpAddr>>>,
+}
+
+impl OutboundHttp {
+    /// Outbound HTTP resolving `dns_overrides` to fixed addresses (like
+    /// `/etc/hosts`, for this capability only).
+    pub fn new(dns_overrides: HashMap<String, Vec<IpAddr>>) -> OutboundHttp {
+        OutboundHttp { dns_overrides: Arc::new(dns_overrides) }
+    }
+}
+
+/// `outbound-http` as one task sees it.
+pub struct HttpTask {
+    access: Arc<HttpAccess>,
+    /// Requests sent by this task, against the grant's quota.
+    requests: u32,
+    task: TaskHandle,
+    counters: Counters,
+}
+
+impl Capability for OutboundHttp {
+    type Grant = HttpGrant;
+    type AgentState = Arc<HttpAccess>;
+    type TaskState = HttpTask;
+
+    fn name(&self) -> &'static str {
+        "outbound-http"
+    }
+
+    fn section(&self) -> &'static str {
+        HttpGrant::SECTION
+    }
+
+    fn interfaces(&self) -> &[Interface] {
+        INTERFACES
+    }
+
+    fn counters(&self) -> &'static [&'static str] {
+        &["calls", "requests", "bytes_sent", "bytes_received"]
+    }
+
+    fn validate(&self, g: &HttpGrant) -> Result<(), PolicyError> {
+        check_range("capabilities.outbound_http.max_requests", g.max_requests.into(), 1, 100_000)?;
+        check_range("capabilities.outbound_http.max_request_bytes", g.max_request_bytes, 0, 1 << 30)?;
+        check_range("capabilities.outbound_http.max_response_bytes", g.max_response_bytes, 1, 1 << 30)?;
+        check_range("capabilities.outbound_http.timeout_ms", g.timeout_ms, 1, 3_600_000)?;
+        for (i, allow) in g.allow.iter().enumerate() {
+            UrlPattern::parse(&allow.url).map_err(|reason| PolicyError::Invalid {
+                key: format!("capabilities.outbound_http.allow[{i}].url"),
+                reason,
+            })?;
+            if allow.methods.is_empty() {
+                return Err(PolicyError::Invalid {
+                    key: format!("capabilities.outbound_http.allow[{i}].methods"),
+                    reason: "is empty; list at least one method such as \"GET\"".into(),
+                });
             }
-            Some(g) => Grant::Granted(
-                g.allow
-                    .iter()
-                    .map(|a| {
-                        format!(
-                            "{} {}{}",
-                            a.methods.join(","),
-                            a.url,
-                            if a.allow_private { " (private addresses allowed)" } else { "" }
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; "),
+        }
+        Ok(())
+    }
+
+    fn decide(&self, _: &Interface, grant: Option<&HttpGrant>) -> Decision {
+        match grant {
+            Some(g) if g.allow.is_empty() => Decision::Granted(
+                "linked, but no URL is allowed (add [[capabilities.outbound_http.allow]] rules)".into(),
             ),
-            None => Grant::Refused(
+            Some(g) => Decision::Granted(g.allow.iter().map(describe_rule).collect::<Vec<_>>().join("; ")),
+            None => Decision::Refused(
                 "not granted; add a [capabilities.outbound_http] section with allow rules to the policy".into(),
             ),
-        },
-        link: link_checked,
+        }
     }
+
+    fn describe(&self, g: &HttpGrant, _agent: &str) -> Vec<String> {
+        let mut lines = vec![format!(
+            "outbound http: {} requests/task, {} ms timeout, {} B max request, {} B max response",
+            g.max_requests, g.timeout_ms, g.max_request_bytes, g.max_response_bytes
+        )];
+        lines.extend(g.allow.iter().map(|a| format!("  allow {}", describe_rule(a))));
+        lines.push("  everything else: denied".into());
+        lines
+    }
+
+    fn link(&self, interface: &Interface, linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
+        link_checked(interface, linker)
+    }
+
+    fn load(&self, grant: Option<&HttpGrant>, _: &LoadContext<'_>) -> Result<Arc<HttpAccess>, String> {
+        Ok(Arc::new(HttpAccess::new(&grant.cloned().unwrap_or_default(), &self.dns_overrides)?))
+    }
+
+    fn instantiate(&self, access: &Arc<HttpAccess>, cx: &TaskContext<'_>) -> HttpTask {
+        HttpTask { access: access.clone(), requests: 0, task: cx.task().clone(), counters: cx.counters() }
+    }
+}
+
+fn describe_rule(a: &HttpAllow) -> String {
+    format!(
+        "{} {}{}",
+        a.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
+        a.url,
+        if a.allow_private { " (private addresses allowed)" } else { "" }
+    )
 }
 
 /// A host pattern: exact, or `*.suffix` (which matches subdomains only).
@@ -119,22 +314,6 @@ impl UrlPattern {
     }
 }
 
-/// Parses a method name as written in a policy.
-pub fn parse_method(m: &str) -> Result<Method, String> {
-    Ok(match m {
-        "GET" => Method::Get,
-        "HEAD" => Method::Head,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "PATCH" => Method::Patch,
-        "DELETE" => Method::Delete,
-        "OPTIONS" => Method::Options,
-        other => {
-            return Err(format!("has unknown method {other:?}; use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS"))
-        }
-    })
-}
-
 /// One compiled allow rule with the client that sends what it allows.
 #[derive(Debug)]
 struct Rule {
@@ -148,14 +327,13 @@ struct Rule {
 
 /// An agent's outbound HTTP: its rules, quotas and clients. Built once per
 /// agent when it is loaded.
-pub(crate) struct HttpAccess {
+pub struct HttpAccess {
     rules: Vec<Rule>,
     grant: HttpGrant,
 }
 
 impl HttpAccess {
-    pub fn new(grant: &HttpGrant, dns_overrides: &HashMap<String, Vec<IpAddr>>) -> Result<HttpAccess, String> {
-        let overrides = Arc::new(dns_overrides.clone());
+    fn new(grant: &HttpGrant, overrides: &Arc<HashMap<String, Vec<IpAddr>>>) -> Result<HttpAccess, String> {
         let rules: Vec<Rule> = grant
             .allow
             .iter()
@@ -172,7 +350,7 @@ impl HttpAccess {
                     .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
                 Ok(Rule {
                     pattern: UrlPattern::parse(&a.url)?,
-                    methods: a.methods.iter().map(|m| parse_method(m)).collect::<Result<_, _>>()?,
+                    methods: a.methods.iter().map(|&m| m.into()).collect(),
                     allow_private: a.allow_private,
                     client,
                 })
@@ -433,21 +611,22 @@ type UrlAndHeaders = (String, Vec<(String, String)>);
 /// Links `send` taking the request as views of guest memory: the sizes of
 /// its URL, headers and body are checked against `max_request_bytes`
 /// before the host copies or decodes any of them.
-fn link_checked(l: &mut Linker<TaskState>) -> wasmtime::Result<()> {
-    let mut i = l.instance("chimera:agent/outbound-http@0.1.0")?;
-    i.func_wrap_async("send", |mut store: StoreContextMut<'_, TaskState>, (raw,): (RawRequest,)| {
+fn link_checked(interface: &Interface, l: &mut Linker<TaskData>) -> wasmtime::Result<()> {
+    let mut i = l.instance(&interface.qualified())?;
+    i.func_wrap_async("send", |mut store: StoreContextMut<'_, TaskData>, (raw,): (RawRequest,)| {
         Box::new(async move {
-            store.data().usage.count_call(Call::Http);
+            store.data().state_ref::<HttpTask>().counters.add(CALLS, 1);
             let result = match lift_request(&mut store, &raw)? {
                 Ok(request) => {
                     let held = request.held;
-                    let result = store.data_mut().http_send(request).await;
-                    store.data().usage.release_host(held);
+                    let http = store.data_mut().state::<HttpTask>();
+                    let result = http.send(request).await;
+                    http.task.release_memory(held);
                     result
                 }
                 Err(refusal) => Err(refusal),
             };
-            Ok((store.data().http_outcome(result),))
+            Ok((store.data().state_ref::<HttpTask>().outcome(result),))
         })
     })?;
     Ok(())
@@ -456,10 +635,10 @@ fn link_checked(l: &mut Linker<TaskState>) -> wasmtime::Result<()> {
 /// Copies a request out of guest memory if the grant allows a request at
 /// all and its URL, headers and body fit in `max_request_bytes` together.
 fn lift_request(
-    store: &mut StoreContextMut<'_, TaskState>,
+    store: &mut StoreContextMut<'_, TaskData>,
     raw: &RawRequest,
 ) -> wasmtime::Result<Result<OutboundRequest, Refusal>> {
-    let limit = match store.data().http_access() {
+    let limit = match store.data().state_ref::<HttpTask>().access() {
         Ok(access) => access.grant.max_request_bytes,
         Err(refusal) => return Ok(Err(refusal)),
     };
@@ -489,10 +668,11 @@ fn lift_request(
         return Ok(Err(too_large_request(least, least == most, limit)));
     }
     // The copy is host memory held for the instance until the request is done.
-    if !store.data().usage.try_hold_host(most) {
+    let task = &store.data().state_ref::<HttpTask>().task;
+    if !task.try_hold_memory(most) {
         let msg = format!(
             "copying the {most}-byte request would take the instance past its memory limit of {} bytes (memory_mib)",
-            store.data().usage.memory_limit
+            task.memory_limit()
         );
         return Ok(Err(("memory-limit", HttpError::TooLarge(msg))));
     }
@@ -524,7 +704,7 @@ fn lift_request(
     let (url, headers) = match copied {
         Ok(Some(parts)) => parts,
         other => {
-            store.data().usage.release_host(most);
+            store.data().state_ref::<HttpTask>().task.release_memory(most);
             return other.and_then(|_| over());
         }
     };
@@ -532,13 +712,11 @@ fn lift_request(
     Ok(Ok(OutboundRequest { method: raw.method, url, headers, body, held: most }))
 }
 
-impl TaskState {
+impl HttpTask {
     /// The grant, if this task may send one more request.
-    fn http_access(&self) -> Result<&HttpAccess, Refusal> {
-        let Some(access) = &self.http else {
-            return Err(("not-granted", HttpError::Denied("outbound-http is not granted".into())));
-        };
-        if self.http_requests >= access.grant.max_requests {
+    fn access(&self) -> Result<&HttpAccess, Refusal> {
+        let access = &self.access;
+        if self.requests >= access.grant.max_requests {
             let msg = format!("this task already sent {} requests (max_requests)", access.grant.max_requests);
             return Err(("quota", HttpError::QuotaExceeded(msg)));
         }
@@ -546,18 +724,18 @@ impl TaskState {
     }
 
     /// Counts a refusal under its fixed label and hands the error over.
-    fn http_outcome(&self, result: Result<Response, Refusal>) -> Result<Response, HttpError> {
+    fn outcome(&self, result: Result<Response, Refusal>) -> Result<Response, HttpError> {
         result.map_err(|(label, error)| {
             if matches!(error, HttpError::Denied(_) | HttpError::QuotaExceeded(_) | HttpError::TooLarge(_)) {
-                self.metrics.denied(&self.log.agent, "outbound-http", label);
+                self.task.count_denial("outbound-http", label);
             }
             error
         })
     }
 
-    async fn http_send(&mut self, request: OutboundRequest) -> Result<Response, Refusal> {
-        let usage = self.usage.clone();
-        let access = self.http_access()?;
+    async fn send(&mut self, request: OutboundRequest) -> Result<Response, Refusal> {
+        let access = self.access.clone();
+        self.access()?;
         let limit = access.grant.max_request_bytes;
         let url = Url::parse(&request.url).map_err(|e| {
             ("invalid-request", HttpError::InvalidRequest(format!("bad URL \"{}\": {e}", quote(&request.url))))
@@ -590,10 +768,11 @@ impl TaskState {
         }
         let max_body = access.grant.max_response_bytes;
         let timeout = Duration::from_millis(access.grant.timeout_ms);
-        self.http_requests += 1;
-        UsageCounters::add(&usage.http_requests, 1);
-        UsageCounters::add(&usage.http_bytes_sent, sent);
-        let mut held = HeldBytes { usage, bytes: 0 };
+        self.requests += 1;
+        self.counters.add(REQUESTS, 1);
+        self.counters.add(BYTES_SENT, sent);
+        let counters = self.counters.clone();
+        let mut held = HeldBytes { task: self.task.clone(), bytes: 0 };
         let exchange = async move {
             let mut response = builder.body(request.body).send().await.map_err(classify)?;
             let status = response.status().as_u16();
@@ -615,12 +794,12 @@ impl TaskState {
                 if !held.hold(chunk.len() as u64) {
                     let msg = format!(
                         "the response body would take the instance past its memory limit of {} bytes (memory_mib)",
-                        held.usage.memory_limit
+                        held.task.memory_limit()
                     );
                     return Err(("memory-limit", HttpError::TooLarge(msg)));
                 }
                 body.extend_from_slice(&chunk);
-                UsageCounters::add(&held.usage.http_bytes_received, chunk.len() as u64);
+                counters.add(BYTES_RECEIVED, chunk.len() as u64);
             }
             Ok(Response { status, headers, body })
         };
@@ -630,13 +809,13 @@ impl TaskState {
 
 /// Host bytes reserved against the instance's memory limit, returned on drop.
 struct HeldBytes {
-    usage: Arc<UsageCounters>,
+    task: TaskHandle,
     bytes: u64,
 }
 
 impl HeldBytes {
     fn hold(&mut self, n: u64) -> bool {
-        let ok = self.usage.try_hold_host(n);
+        let ok = self.task.try_hold_memory(n);
         if ok {
             self.bytes += n;
         }
@@ -646,7 +825,7 @@ impl HeldBytes {
 
 impl Drop for HeldBytes {
     fn drop(&mut self) {
-        self.usage.release_host(self.bytes);
+        self.task.release_memory(self.bytes);
     }
 }
 
@@ -673,33 +852,6 @@ fn classify(e: reqwest::Error) -> Refusal {
         reason = format!("{reason}: {inner}");
     }
     ("connection-failed", HttpError::ConnectionFailed(quote(&reason)))
-}
-
-/// The bindgen interface, for a caller holding an already-decoded request;
-/// the linker uses [`link_checked`] instead, which sizes the request before
-/// it is copied out of guest memory. Same checks, same outcome.
-impl wit::Host for TaskState {
-    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
-        self.usage.count_call(Call::Http);
-        let checked = self.http_access().map(|a| a.grant.max_request_bytes).and_then(|limit| {
-            check_header_count(request.headers.len())?;
-            let bytes = (request.url.len()
-                + request.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-                + request.body.as_ref().map_or(0, Vec::len)) as u64;
-            if bytes > limit {
-                return Err(too_large_request(bytes, true, limit));
-            }
-            Ok(())
-        });
-        let result = match checked {
-            Ok(()) => {
-                let Request { method, url, headers, body } = request;
-                self.http_send(OutboundRequest { method, url, headers, body: body.unwrap_or_default(), held: 0 }).await
-            }
-            Err(refusal) => Err(refusal),
-        };
-        Ok(self.http_outcome(result))
-    }
 }
 
 #[cfg(test)]
@@ -827,21 +979,19 @@ mod tests {
 
     #[test]
     fn the_matching_rule_alone_decides() {
-        let rule = |url: &str, methods: &[&str], allow_private| crate::policy::HttpAllow {
-            url: url.into(),
-            methods: methods.iter().map(|m| m.to_string()).collect(),
-            allow_private,
+        let rule = |url: &str, methods: &[HttpMethod], allow_private| {
+            HttpAllow::new(url, methods).allow_private(allow_private)
         };
         let grant = HttpGrant {
             allow: vec![
-                rule("http://svc.test:8080/open/", &["GET"], true),
-                rule("http://svc.test:8080/closed/", &["GET", "POST"], false),
-                rule("http://127.0.0.1:8080/open/", &["GET"], true),
-                rule("http://127.0.0.1:8080/closed/", &["GET"], false),
+                rule("http://svc.test:8080/open/", &[HttpMethod::Get], true),
+                rule("http://svc.test:8080/closed/", &[HttpMethod::Get, HttpMethod::Post], false),
+                rule("http://127.0.0.1:8080/open/", &[HttpMethod::Get], true),
+                rule("http://127.0.0.1:8080/closed/", &[HttpMethod::Get], false),
             ],
             ..HttpGrant::default()
         };
-        let access = HttpAccess::new(&grant, &HashMap::new()).unwrap();
+        let access = HttpAccess::new(&grant, &Arc::default()).unwrap();
         let u = |s: &str| Url::parse(s).unwrap();
         let chosen = |m, s: &str| access.authorize(m, &u(s)).map(|r| r.pattern.path_prefix.clone());
         assert_eq!(chosen(Method::Get, "http://svc.test:8080/open/x").unwrap(), "/open/");

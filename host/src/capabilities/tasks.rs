@@ -6,50 +6,151 @@
 //! the child too. Fan-out per task, chain depth and a per-agent rate bound
 //! what one agent can set off: a self-spawning agent stops at its limits.
 
-use std::sync::Mutex;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::Linker;
 use wasmtime::{AsContext, StoreContextMut};
 
-use super::{CapabilityDecision, Grant};
-use crate::bindings::chimera::agent::tasks::{self, CallError};
+use crate::agent::Agent;
+use crate::bindings::chimera::agent::tasks::CallError;
+use crate::calls::AgentCaller;
+use crate::capability::{CallChain, Capability, Counters, Decision, Interface, LoadContext, TaskContext, TaskHandle};
+use crate::error::PolicyError;
 use crate::guest_args::GuestStr;
-use crate::host::RunOptions;
-use crate::policy::{Policy, TasksGrant};
-use crate::state::TaskState;
-use crate::usage::Call;
+use crate::policy::{check_name, check_range, PolicySection};
+use crate::task_data::TaskData;
 
 /// The deepest chain of calls any policy may allow.
 pub const MAX_DEPTH: u8 = 16;
 
-pub(crate) fn decide(policy: &Policy) -> CapabilityDecision {
-    CapabilityDecision {
-        capability: "tasks",
-        section: "[capabilities.tasks]",
-        grant: match &policy.capabilities.tasks {
-            Some(g) => Grant::Granted(format!(
+/// `[capabilities.tasks]`: calling other agents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksGrant {
+    /// Names of the agents this agent may call.
+    pub allow: Vec<String>,
+    /// Calls one task may make.
+    pub max_fan_out: u32,
+    /// How deep a chain of calls starting at this agent may go (1: it may
+    /// call others, but they may not call further through this grant).
+    pub max_depth: u32,
+    /// Calls per second over all of this agent's tasks (a token bucket
+    /// holding one second's worth).
+    pub rate_per_second: u32,
+}
+
+impl Default for TasksGrant {
+    fn default() -> Self {
+        TasksGrant { allow: Vec::new(), max_fan_out: 4, max_depth: 2, rate_per_second: 100 }
+    }
+}
+
+impl PolicySection for TasksGrant {
+    const SECTION: &'static str = "capabilities.tasks";
+}
+
+const INTERFACES: &[Interface] = &[Interface::new("chimera:agent", "tasks", "0.1.0")];
+
+const CALLS: usize = 0;
+
+/// The `tasks` capability: calls go to the agents registered on the host
+/// its [`AgentCaller`] belongs to.
+pub struct Tasks {
+    caller: AgentCaller,
+}
+
+impl Tasks {
+    /// `tasks` running callees through `caller`.
+    pub fn new(caller: AgentCaller) -> Tasks {
+        Tasks { caller }
+    }
+}
+
+/// `tasks` as one task sees it.
+pub struct TasksTask {
+    access: Arc<TasksAccess>,
+    caller: AgentCaller,
+    /// Calls this task made to other agents, against the fan-out limit.
+    calls_made: u32,
+    chain: CallChain,
+    task: TaskHandle,
+    counters: Counters,
+}
+
+impl Capability for Tasks {
+    type Grant = TasksGrant;
+    type AgentState = Arc<TasksAccess>;
+    type TaskState = TasksTask;
+
+    fn name(&self) -> &'static str {
+        "tasks"
+    }
+
+    fn section(&self) -> &'static str {
+        TasksGrant::SECTION
+    }
+
+    fn interfaces(&self) -> &[Interface] {
+        INTERFACES
+    }
+
+    fn counters(&self) -> &'static [&'static str] {
+        &["calls"]
+    }
+
+    fn validate(&self, g: &TasksGrant) -> Result<(), PolicyError> {
+        for (i, name) in g.allow.iter().enumerate() {
+            check_name(&format!("capabilities.tasks.allow[{i}]"), name)?;
+        }
+        check_range("capabilities.tasks.max_fan_out", g.max_fan_out.into(), 1, 1_000)?;
+        check_range("capabilities.tasks.max_depth", g.max_depth.into(), 1, MAX_DEPTH.into())?;
+        check_range("capabilities.tasks.rate_per_second", g.rate_per_second.into(), 1, 100_000)
+    }
+
+    fn decide(&self, _: &Interface, grant: Option<&TasksGrant>) -> Decision {
+        match grant {
+            Some(g) => Decision::Granted(format!(
                 "may call {}; {} calls per task, depth {}, {} calls/s",
                 if g.allow.is_empty() { "no agent".to_string() } else { g.allow.join(", ") },
                 g.max_fan_out,
                 g.max_depth,
                 g.rate_per_second
             )),
-            None => {
-                Grant::Refused("not granted; add a [capabilities.tasks] section naming the agents it may call".into())
-            }
-        },
-        link: link_checked,
+            None => Decision::Refused(
+                "not granted; add a [capabilities.tasks] section naming the agents it may call".into(),
+            ),
+        }
+    }
+
+    fn link(&self, interface: &Interface, linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
+        link_checked(interface, linker)
+    }
+
+    fn load(&self, grant: Option<&TasksGrant>, _: &LoadContext<'_>) -> Result<Arc<TasksAccess>, String> {
+        Ok(Arc::new(TasksAccess::new(&grant.cloned().unwrap_or_default())))
+    }
+
+    fn instantiate(&self, access: &Arc<TasksAccess>, cx: &TaskContext<'_>) -> TasksTask {
+        TasksTask {
+            access: access.clone(),
+            caller: self.caller.clone(),
+            calls_made: 0,
+            chain: cx.chain(),
+            task: cx.task().clone(),
+            counters: cx.counters(),
+        }
     }
 }
 
 /// An agent's grant and its rate bucket, shared by all its tasks.
-pub(crate) struct TasksAccess {
+pub struct TasksAccess {
     grant: TasksGrant,
     bucket: Mutex<(f64, Instant)>,
 }
 
 impl TasksAccess {
-    pub fn new(grant: &TasksGrant) -> TasksAccess {
+    fn new(grant: &TasksGrant) -> TasksAccess {
         TasksAccess { grant: grant.clone(), bucket: Mutex::new((grant.rate_per_second as f64, Instant::now())) }
     }
 
@@ -69,37 +170,28 @@ impl TasksAccess {
     }
 }
 
-/// Where a task sits in a chain of calls.
-#[derive(Clone, Default)]
-pub(crate) struct CallChain {
-    /// 0 for a task submitted from outside.
-    pub depth: u8,
-    /// The depth this chain may reach, set by the first agent that called.
-    pub max_depth: Option<u8>,
-    /// The deadline this task's children inherit.
-    pub options: RunOptions,
-}
-
 /// Links `call`, sizing the agent name and the input before either is
 /// decoded: the name against the longest agent name, the input against the
 /// callee's `max_input_bytes` and, while the callee runs, against the
 /// caller's memory limit (the host holds it for the caller).
-fn link_checked(l: &mut Linker<TaskState>) -> wasmtime::Result<()> {
-    let mut i = l.instance("chimera:agent/tasks@0.1.0")?;
-    i.func_wrap_async("call", |mut store: StoreContextMut<'_, TaskState>, (agent, input): (GuestStr, GuestStr)| {
+fn link_checked(interface: &Interface, l: &mut Linker<TaskData>) -> wasmtime::Result<()> {
+    let mut i = l.instance(&interface.qualified())?;
+    i.func_wrap_async("call", |mut store: StoreContextMut<'_, TaskData>, (agent, input): (GuestStr, GuestStr)| {
         Box::new(async move {
-            store.data().usage.count_call(Call::Tasks);
+            store.data().state_ref::<TasksTask>().counters.add(CALLS, 1);
             let result = match lift_call(&mut store, &agent, &input)? {
                 Ok((callee, input, held)) => {
-                    let result = store.data_mut().call_agent(callee, &input).await;
-                    store.data().usage.release_host(held);
+                    let tasks = store.data_mut().state::<TasksTask>();
+                    let result = tasks.call_agent(callee, &input).await;
+                    tasks.task.release_memory(held);
                     result
                 }
                 Err(refusal) => Err(refusal),
             };
+            let task = &store.data().state_ref::<TasksTask>().task;
             Ok((result.map_err(|(error, label)| {
                 if matches!(error, CallError::Denied(_)) {
-                    store.data().metrics.denied(&store.data().log.agent, "tasks", label);
+                    task.count_denial("tasks", label);
                 }
                 error
             }),))
@@ -112,11 +204,11 @@ type Refusal = (CallError, &'static str);
 
 /// A call ready to run: the callee, the decoded input, and the host bytes
 /// held for the input.
-type Lifted = (std::sync::Arc<crate::host::Agent>, String, u64);
+type Lifted = (Arc<Agent>, String, u64);
 
 /// The call, or why not.
 fn lift_call(
-    store: &mut StoreContextMut<'_, TaskState>,
+    store: &mut StoreContextMut<'_, TaskData>,
     agent: &GuestStr,
     input: &GuestStr,
 ) -> wasmtime::Result<Result<Lifted, Refusal>> {
@@ -127,15 +219,11 @@ fn lift_call(
             format!("agent names are at most 64 bytes; this one is at least {}", agent.min_len()),
         );
     };
-    let data = store.data();
-    match &data.tasks {
-        None => return deny("not-granted", "tasks is not granted".into()),
-        Some(t) if !t.grant.allow.contains(&name) => {
-            return deny("not-allowed", format!("this agent's policy does not allow calling `{name}`"))
-        }
-        Some(_) => {}
+    let tasks = store.data().state_ref::<TasksTask>();
+    if !tasks.access.grant.allow.contains(&name) {
+        return deny("not-allowed", format!("this agent's policy does not allow calling `{name}`"));
     }
-    let Some(callee) = data.host.agent(&name) else {
+    let Some(callee) = tasks.caller.find(&name) else {
         return Ok(Err((CallError::UnknownAgent(format!("no agent `{name}` runs on this host")), "unknown-agent")));
     };
     let limit = callee.policy().limits.max_input_bytes;
@@ -149,7 +237,7 @@ fn lift_call(
         );
     }
     let held = input.max_len() as u64;
-    if !data.usage.try_hold_host(held) {
+    if !tasks.task.try_hold_memory(held) {
         return deny(
             "memory-limit",
             format!("holding a {held}-byte input would take this task past its memory limit (memory_mib)"),
@@ -158,23 +246,21 @@ fn lift_call(
     let decoded = match input.decode(store.as_context()) {
         Ok(text) => text.into_owned(),
         Err(e) => {
-            store.data().usage.release_host(held);
+            store.data().state_ref::<TasksTask>().task.release_memory(held);
             return Err(e);
         }
     };
     Ok(Ok((callee, decoded, held)))
 }
 
-impl TaskState {
+impl TasksTask {
     /// Runs `callee` for this task once the grant's fan-out, depth and rate
     /// allow it and the callee has a free slot under its own concurrency cap
     /// (waiting for one until this task's deadline). The callee's usage and
     /// log lines join this task's report.
-    async fn call_agent(&mut self, callee: std::sync::Arc<crate::host::Agent>, input: &str) -> Result<String, Refusal> {
+    async fn call_agent(&mut self, callee: Arc<Agent>, input: &str) -> Result<String, Refusal> {
         let deny = |label, msg: String| Err((CallError::Denied(msg), label));
-        let Some(access) = self.tasks.clone() else {
-            return deny("not-granted", "tasks is not granted".into());
-        };
+        let access = self.access.clone();
         let grant = &access.grant;
         let name = callee.name().to_string();
         if !grant.allow.contains(&name) {
@@ -193,7 +279,7 @@ impl TaskState {
             return deny("rate", format!("more than {} calls per second (rate_per_second)", grant.rate_per_second));
         }
         self.calls_made += 1;
-        let deadline = self.chain.options.deadline;
+        let deadline = self.chain.deadline;
         let slot = match callee.slots.try_take() {
             Some(slot) => slot,
             None => {
@@ -218,27 +304,17 @@ impl TaskState {
         };
         // The child inherits the deadline; it needs no token of its own, as it
         // runs inside this call and is dropped with its caller.
-        let options = RunOptions { deadline, cancel: None };
-        let chain = CallChain { depth, max_depth: Some(max_depth), options };
-        let report = Box::pin(self.host.run_chained(&callee, input, chain)).await;
+        let chain = CallChain { depth, max_depth: Some(max_depth), deadline };
+        let Some(report) = self.caller.call(&callee, input, chain).await else {
+            return Err((CallError::UnknownAgent(format!("no agent `{name}` runs on this host")), "unknown-agent"));
+        };
         drop(slot);
-        self.log.adopt(&name, report.logs);
-        self.usage.callees.lock().unwrap_or_else(|e| e.into_inner()).push(crate::usage::CalleeUsage {
+        self.task.log.adopt(&name, report.logs);
+        self.task.usage.callees.lock().unwrap_or_else(|e| e.into_inner()).push(crate::usage::CalleeUsage {
             agent: name.clone(),
             task_id: report.task_id,
             usage: report.usage,
         });
         report.outcome.map_err(|e| (CallError::Failed(format!("`{name}` failed: {e}")), "child-failed"))
-    }
-}
-
-impl tasks::Host for TaskState {
-    // Linked by `link_checked`, which sizes the arguments before lifting
-    // them; this implementation only satisfies the bindings.
-    async fn call(&mut self, agent: String, input: String) -> wasmtime::Result<Result<String, CallError>> {
-        let Some(callee) = self.host.agent(&agent) else {
-            return Ok(Err(CallError::UnknownAgent(format!("no agent `{agent}` runs on this host"))));
-        };
-        Ok(self.call_agent(callee, &input).await.map_err(|(error, _)| error))
     }
 }

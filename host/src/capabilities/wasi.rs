@@ -21,10 +21,67 @@ use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiView};
 
-use super::{CapabilityDecision, Grant, LinkFn};
-use crate::policy::{InertOrRefused, Policy, WasiGrant};
-use crate::state::TaskState;
-use crate::usage::UsageCounters;
+use serde::{Deserialize, Serialize};
+use wasmtime::component::Linker;
+
+use crate::capability::{Capability, Counters, Decision, Interface, LoadContext, TaskContext, TaskHandle};
+use crate::error::PolicyError;
+use crate::log::{LogLevel, LogSource};
+use crate::policy::{check_range, PolicySection};
+use crate::task_data::TaskData;
+
+/// `[wasi]`: which parts of the locked-down WASI baseline are linked.
+///
+/// `wasi:filesystem` and `wasi:sockets` are never granted: they are refused
+/// (the default) or, when a policy asks for it, linked *inert* — present so a
+/// language runtime that imports them can start, with nothing behind them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasiGrant {
+    /// `wasi:cli/*` (and `wasi:io/*`): empty environment, empty stdin,
+    /// stdout/stderr captured into the task's log, no terminal.
+    pub cli: bool,
+    /// `wasi:clocks/*`, coarsened to `clock_resolution_ms`.
+    pub clocks: bool,
+    /// `wasi:random/*`.
+    pub random: bool,
+    /// Resolution of the guest's clocks, in milliseconds (at least 1).
+    pub clock_resolution_ms: u64,
+    /// `wasi:filesystem/*`: `"refused"` (default) or `"inert"` — linked with
+    /// no preopened directory, so every path fails inside the agent.
+    pub filesystem: InertOrRefused,
+    /// `wasi:sockets/*`: `"refused"` (default) or `"inert"` — linked with TCP,
+    /// UDP, every socket address and every name lookup refused.
+    pub sockets: InertOrRefused,
+}
+
+impl Default for WasiGrant {
+    fn default() -> Self {
+        WasiGrant {
+            cli: true,
+            clocks: true,
+            random: true,
+            clock_resolution_ms: 1,
+            filesystem: InertOrRefused::Refused,
+            sockets: InertOrRefused::Refused,
+        }
+    }
+}
+
+impl PolicySection for WasiGrant {
+    const SECTION: &'static str = "wasi";
+}
+
+/// How a WASI interface that is never granted is treated.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InertOrRefused {
+    /// Not linked: a component importing it does not load.
+    #[default]
+    Refused,
+    /// Linked with nothing behind it: every call fails inside the agent.
+    Inert,
+}
 
 struct TableOnly;
 
@@ -32,84 +89,87 @@ impl HasData for TableOnly {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-fn table(s: &mut TaskState) -> &mut ResourceTable {
-    &mut s.table
+fn table(s: &mut TaskData) -> &mut ResourceTable {
+    s.table()
 }
 
+type LinkFn = fn(&mut Linker<TaskData>) -> wasmtime::Result<()>;
+
+/// The WASI version the host implements (wasmtime-wasi's).
+const V: &str = "0.2.12";
+
 /// Every WASI interface the host can provide: `(package, interface, part, link)`.
-const INTERFACES: &[(&str, &str, Part, LinkFn)] = &[
+const PARTS: &[(&str, &str, Part, LinkFn)] = &[
     ("wasi:io", "error", Part::Io, |l| {
-        wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<TaskState, TableOnly>(l, table)
+        wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<TaskData, TableOnly>(l, table)
     }),
     ("wasi:io", "poll", Part::Io, |l| {
-        wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<TaskState, TableOnly>(l, table)
+        wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<TaskData, TableOnly>(l, table)
     }),
     ("wasi:io", "streams", Part::Io, |l| {
-        wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<TaskState, TableOnly>(l, table)
+        wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<TaskData, TableOnly>(l, table)
     }),
-    ("wasi:cli", "environment", Part::Cli, |l| {
-        cli::environment::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
-    }),
-    ("wasi:cli", "exit", Part::Cli, |l| cli::exit::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:cli", "stdin", Part::Cli, |l| cli::stdin::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:cli", "stdout", Part::Cli, |l| cli::stdout::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
-    ("wasi:cli", "stderr", Part::Cli, |l| cli::stderr::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)),
+    ("wasi:cli", "environment", Part::Cli, |l| cli::environment::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)),
+    ("wasi:cli", "exit", Part::Cli, |l| cli::exit::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)),
+    ("wasi:cli", "stdin", Part::Cli, |l| cli::stdin::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)),
+    ("wasi:cli", "stdout", Part::Cli, |l| cli::stdout::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)),
+    ("wasi:cli", "stderr", Part::Cli, |l| cli::stderr::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)),
     ("wasi:cli", "terminal-input", Part::Cli, |l| {
-        cli::terminal_input::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+        cli::terminal_input::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)
     }),
     ("wasi:cli", "terminal-output", Part::Cli, |l| {
-        cli::terminal_output::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+        cli::terminal_output::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)
     }),
     ("wasi:cli", "terminal-stdin", Part::Cli, |l| {
-        cli::terminal_stdin::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+        cli::terminal_stdin::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)
     }),
     ("wasi:cli", "terminal-stdout", Part::Cli, |l| {
-        cli::terminal_stdout::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+        cli::terminal_stdout::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)
     }),
     ("wasi:cli", "terminal-stderr", Part::Cli, |l| {
-        cli::terminal_stderr::add_to_linker::<TaskState, WasiCli>(l, TaskState::cli)
+        cli::terminal_stderr::add_to_linker::<TaskData, WasiCli>(l, TaskData::cli)
     }),
     ("wasi:clocks", "wall-clock", Part::Clocks, |l| {
-        clocks::wall_clock::add_to_linker::<TaskState, WasiClocks>(l, TaskState::clocks)
+        clocks::wall_clock::add_to_linker::<TaskData, WasiClocks>(l, TaskData::clocks)
     }),
     ("wasi:clocks", "monotonic-clock", Part::Clocks, |l| {
-        clocks::monotonic_clock::add_to_linker::<TaskState, WasiClocks>(l, TaskState::clocks)
+        clocks::monotonic_clock::add_to_linker::<TaskData, WasiClocks>(l, TaskData::clocks)
     }),
     ("wasi:random", "random", Part::Random, |l| {
-        random::random::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)
+        random::random::add_to_linker::<TaskData, WasiRandom>(l, TaskData::random)
     }),
     ("wasi:random", "insecure", Part::Random, |l| {
-        random::insecure::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)
+        random::insecure::add_to_linker::<TaskData, WasiRandom>(l, TaskData::random)
     }),
     ("wasi:random", "insecure-seed", Part::Random, |l| {
-        random::insecure_seed::add_to_linker::<TaskState, WasiRandom>(l, TaskState::random)
+        random::insecure_seed::add_to_linker::<TaskData, WasiRandom>(l, TaskData::random)
     }),
     ("wasi:filesystem", "types", Part::Filesystem, |l| {
-        filesystem::types::add_to_linker::<TaskState, WasiFilesystem>(l, TaskState::filesystem)
+        filesystem::types::add_to_linker::<TaskData, WasiFilesystem>(l, TaskData::filesystem)
     }),
     ("wasi:filesystem", "preopens", Part::Filesystem, |l| {
-        filesystem::preopens::add_to_linker::<TaskState, WasiFilesystem>(l, TaskState::filesystem)
+        filesystem::preopens::add_to_linker::<TaskData, WasiFilesystem>(l, TaskData::filesystem)
     }),
     ("wasi:sockets", "network", Part::Sockets, |l| {
-        sockets::network::add_to_linker::<TaskState, WasiSockets>(l, &Default::default(), TaskState::sockets)
+        sockets::network::add_to_linker::<TaskData, WasiSockets>(l, &Default::default(), TaskData::sockets)
     }),
     ("wasi:sockets", "instance-network", Part::Sockets, |l| {
-        sockets::instance_network::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+        sockets::instance_network::add_to_linker::<TaskData, WasiSockets>(l, TaskData::sockets)
     }),
     ("wasi:sockets", "tcp", Part::Sockets, |l| {
-        sockets::tcp::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+        sockets::tcp::add_to_linker::<TaskData, WasiSockets>(l, TaskData::sockets)
     }),
     ("wasi:sockets", "tcp-create-socket", Part::Sockets, |l| {
-        sockets::tcp_create_socket::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+        sockets::tcp_create_socket::add_to_linker::<TaskData, WasiSockets>(l, TaskData::sockets)
     }),
     ("wasi:sockets", "udp", Part::Sockets, |l| {
-        sockets::udp::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+        sockets::udp::add_to_linker::<TaskData, WasiSockets>(l, TaskData::sockets)
     }),
     ("wasi:sockets", "udp-create-socket", Part::Sockets, |l| {
-        sockets::udp_create_socket::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+        sockets::udp_create_socket::add_to_linker::<TaskData, WasiSockets>(l, TaskData::sockets)
     }),
     ("wasi:sockets", "ip-name-lookup", Part::Sockets, |l| {
-        sockets::ip_name_lookup::add_to_linker::<TaskState, WasiSockets>(l, TaskState::sockets)
+        sockets::ip_name_lookup::add_to_linker::<TaskData, WasiSockets>(l, TaskData::sockets)
     }),
 ];
 
@@ -123,60 +183,188 @@ enum Part {
     Sockets,
 }
 
-/// Judges a `wasi:io|cli|clocks|random` interface; `None` if the host has no such interface.
-pub(crate) fn decide(package: &str, interface: &str, policy: &Policy) -> Option<CapabilityDecision> {
-    let &(_, _, part, link) = INTERFACES.iter().find(|(p, i, _, _)| *p == package && *i == interface)?;
-    let w = &policy.wasi;
-    let inert = |choice: InertOrRefused| choice == InertOrRefused::Inert;
-    let granted = |capability, section, granted: bool, what: String| {
-        let grant = if granted {
-            Grant::Granted(what)
-        } else {
-            Grant::Refused(format!("not granted; set {section} = true in the policy"))
-        };
-        CapabilityDecision { capability, section, grant, link }
-    };
-    let inert_or_refused = |capability, section, choice, what: &str, why_never: &str| {
-        let grant = if inert(choice) { Grant::Inert(what.to_string()) } else { Grant::Refused(why_never.to_string()) };
-        CapabilityDecision { capability, section, grant, link }
-    };
-    Some(match part {
-        Part::Io => granted(
-            "wasi-io",
-            "[wasi] cli or clocks",
-            w.cli || w.clocks || inert(w.filesystem) || inert(w.sockets),
-            "streams and pollables handed out by the other WASI interfaces".to_string(),
-        ),
-        Part::Cli => granted(
-            "wasi-cli",
-            "[wasi] cli",
-            w.cli,
-            "empty environment and stdin; stdout/stderr captured into the task log; no terminal".to_string(),
-        ),
-        Part::Clocks => {
-            granted("wasi-clocks", "[wasi] clocks", w.clocks, format!("coarsened to {} ms", w.clock_resolution_ms))
-        }
-        Part::Random => granted("wasi-random", "[wasi] random", w.random, "random bytes".to_string()),
-        Part::Filesystem => inert_or_refused(
-            "wasi-filesystem",
-            "[wasi] filesystem",
-            w.filesystem,
-            "inert: no preopened directory, every path fails",
-            "filesystem access is never granted to agents; store data through chimera:agent/kv \
-             (or set [wasi] filesystem = \"inert\" to link it with no directory behind it)",
-        ),
-        Part::Sockets => inert_or_refused(
-            "wasi-sockets",
-            "[wasi] sockets",
-            w.sockets,
-            "inert: TCP, UDP, every address and name lookup refused",
-            "raw sockets are never granted to agents; use chimera:agent/outbound-http, which the policy can allow \
-             (or set [wasi] sockets = \"inert\" to link them with every use refused)",
-        ),
-    })
+const fn wasi(package: &'static str, name: &'static str) -> Interface {
+    Interface::new(package, name, V)
 }
 
-/// Output captured from stdout or stderr: kept up to a cap, the rest counted.
+/// The interfaces, in the order of [`PARTS`].
+const INTERFACES: &[Interface] = &[
+    wasi("wasi:io", "error"),
+    wasi("wasi:io", "poll"),
+    wasi("wasi:io", "streams"),
+    wasi("wasi:cli", "environment"),
+    wasi("wasi:cli", "exit"),
+    wasi("wasi:cli", "stdin"),
+    wasi("wasi:cli", "stdout"),
+    wasi("wasi:cli", "stderr"),
+    wasi("wasi:cli", "terminal-input"),
+    wasi("wasi:cli", "terminal-output"),
+    wasi("wasi:cli", "terminal-stdin"),
+    wasi("wasi:cli", "terminal-stdout"),
+    wasi("wasi:cli", "terminal-stderr"),
+    wasi("wasi:clocks", "wall-clock"),
+    wasi("wasi:clocks", "monotonic-clock"),
+    wasi("wasi:random", "random"),
+    wasi("wasi:random", "insecure"),
+    wasi("wasi:random", "insecure-seed"),
+    wasi("wasi:filesystem", "types"),
+    wasi("wasi:filesystem", "preopens"),
+    wasi("wasi:sockets", "network"),
+    wasi("wasi:sockets", "instance-network"),
+    wasi("wasi:sockets", "tcp"),
+    wasi("wasi:sockets", "tcp-create-socket"),
+    wasi("wasi:sockets", "udp"),
+    wasi("wasi:sockets", "udp-create-socket"),
+    wasi("wasi:sockets", "ip-name-lookup"),
+];
+
+fn part_of(interface: &Interface) -> Option<&'static (&'static str, &'static str, Part, LinkFn)> {
+    PARTS.iter().find(|(p, i, _, _)| *p == interface.package && *i == interface.name)
+}
+
+const STDIO_BYTES_DROPPED: usize = 0;
+
+/// The locked-down WASI baseline: `wasi:io`, `wasi:cli`, `wasi:clocks`,
+/// `wasi:random`, and `wasi:filesystem` / `wasi:sockets` inert or refused.
+#[derive(Debug, Default)]
+pub struct Wasi;
+
+/// WASI as one task sees it: its context and captured stdout/stderr.
+pub struct WasiTask {
+    ctx: WasiCtx,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+}
+
+impl Capability for Wasi {
+    type Grant = WasiGrant;
+    type AgentState = WasiGrant;
+    type TaskState = WasiTask;
+
+    fn name(&self) -> &'static str {
+        "wasi"
+    }
+
+    fn section(&self) -> &'static str {
+        WasiGrant::SECTION
+    }
+
+    fn interfaces(&self) -> &[Interface] {
+        INTERFACES
+    }
+
+    fn audit_name(&self, interface: &Interface) -> &'static str {
+        match part_of(interface).map(|p| p.2) {
+            Some(Part::Io) => "wasi-io",
+            Some(Part::Cli) => "wasi-cli",
+            Some(Part::Clocks) => "wasi-clocks",
+            Some(Part::Random) => "wasi-random",
+            Some(Part::Filesystem) => "wasi-filesystem",
+            Some(Part::Sockets) | None => "wasi-sockets",
+        }
+    }
+
+    fn counters(&self) -> &'static [&'static str] {
+        &["stdio_bytes_dropped"]
+    }
+
+    fn absent_grant(&self) -> Option<WasiGrant> {
+        Some(WasiGrant::default())
+    }
+
+    fn validate(&self, g: &WasiGrant) -> Result<(), PolicyError> {
+        check_range("wasi.clock_resolution_ms", g.clock_resolution_ms, 1, 3_600_000)
+    }
+
+    fn decide(&self, interface: &Interface, grant: Option<&WasiGrant>) -> Decision {
+        let default = WasiGrant::default();
+        let w = grant.unwrap_or(&default);
+        let Some(&(_, _, part, _)) = part_of(interface) else {
+            return Decision::Refused("not a WASI interface this host provides".into());
+        };
+        let inert = |choice: InertOrRefused| choice == InertOrRefused::Inert;
+        let granted = |section: &str, granted: bool, what: String| {
+            if granted {
+                Decision::Granted(what)
+            } else {
+                Decision::Refused(format!("not granted; set {section} = true in the policy"))
+            }
+        };
+        let inert_or_refused = |choice, what: &str, why_never: &str| {
+            if inert(choice) {
+                Decision::Inert(what.to_string())
+            } else {
+                Decision::Refused(why_never.to_string())
+            }
+        };
+        match part {
+            Part::Io => granted(
+                "[wasi] cli or clocks",
+                w.cli || w.clocks || inert(w.filesystem) || inert(w.sockets),
+                "streams and pollables handed out by the other WASI interfaces".to_string(),
+            ),
+            Part::Cli => granted(
+                "[wasi] cli",
+                w.cli,
+                "empty environment and stdin; stdout/stderr captured into the task log; no terminal".to_string(),
+            ),
+            Part::Clocks => granted("[wasi] clocks", w.clocks, format!("coarsened to {} ms", w.clock_resolution_ms)),
+            Part::Random => granted("[wasi] random", w.random, "random bytes".to_string()),
+            Part::Filesystem => inert_or_refused(
+                w.filesystem,
+                "inert: no preopened directory, every path fails",
+                "filesystem access is never granted to agents; store data through chimera:agent/kv \
+                 (or set [wasi] filesystem = \"inert\" to link it with no directory behind it)",
+            ),
+            Part::Sockets => inert_or_refused(
+                w.sockets,
+                "inert: TCP, UDP, every address and name lookup refused",
+                "raw sockets are never granted to agents; use chimera:agent/outbound-http, which the policy can allow \
+                 (or set [wasi] sockets = \"inert\" to link them with every use refused)",
+            ),
+        }
+    }
+
+    fn describe(&self, w: &WasiGrant, _agent: &str) -> Vec<String> {
+        let word = |c: InertOrRefused| if c == InertOrRefused::Inert { "inert" } else { "refused" };
+        vec![format!(
+            "wasi baseline: cli={} clocks={} (resolution {} ms) random={}; filesystem={} sockets={} (never granted)",
+            w.cli,
+            w.clocks,
+            w.clock_resolution_ms,
+            w.random,
+            word(w.filesystem),
+            word(w.sockets)
+        )]
+    }
+
+    fn link(&self, interface: &Interface, linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
+        match part_of(interface) {
+            Some((_, _, _, link)) => link(linker),
+            None => Err(wasmtime::Error::msg(format!("{interface} is not a WASI interface this host provides"))),
+        }
+    }
+
+    fn load(&self, grant: Option<&WasiGrant>, _: &LoadContext<'_>) -> Result<WasiGrant, String> {
+        Ok(grant.cloned().unwrap_or_default())
+    }
+
+    fn instantiate(&self, grant: &WasiGrant, cx: &TaskContext<'_>) -> WasiTask {
+        let cap = cx.limits().stdio_bytes as usize;
+        let stdout = CapturedOutput::new(cap, LogSource::Stdout, cx.task().clone(), cx.counters());
+        let stderr = CapturedOutput::new(cap, LogSource::Stderr, cx.task().clone(), cx.counters());
+        WasiTask { ctx: locked_down_ctx(grant, stdout.clone(), stderr.clone()), stdout, stderr }
+    }
+
+    fn end_call(&self, task: &mut WasiTask) {
+        task.stdout.flush_to_log();
+        task.stderr.flush_to_log();
+    }
+}
+
+/// Output captured from stdout or stderr: kept up to a cap (held against
+/// the instance's memory limit), the rest dropped and counted, and moved
+/// into the task's log line by line after each call and when the task ends.
 #[derive(Clone)]
 pub(crate) struct CapturedOutput {
     inner: Arc<Mutex<Captured>>,
@@ -185,13 +373,14 @@ pub(crate) struct CapturedOutput {
 struct Captured {
     bytes: Vec<u8>,
     cap: usize,
-    dropped: u64,
-    usage: Arc<UsageCounters>,
+    source: LogSource,
+    task: TaskHandle,
+    counters: Counters,
 }
 
 impl CapturedOutput {
-    pub fn new(cap: usize, usage: Arc<UsageCounters>) -> Self {
-        CapturedOutput { inner: Arc::new(Mutex::new(Captured { bytes: Vec::new(), cap, dropped: 0, usage })) }
+    fn new(cap: usize, source: LogSource, task: TaskHandle, counters: Counters) -> Self {
+        CapturedOutput { inner: Arc::new(Mutex::new(Captured { bytes: Vec::new(), cap, source, task, counters })) }
     }
 
     fn push(&self, data: &[u8]) {
@@ -199,26 +388,38 @@ impl CapturedOutput {
         let room = c.cap - c.bytes.len();
         let mut take = room.min(data.len());
         // Kept bytes are host memory held for the instance.
-        if !c.usage.try_hold_host(take as u64) {
+        if !c.task.try_hold_memory(take as u64) {
             take = 0;
         }
         c.bytes.extend_from_slice(&data[..take]);
-        c.dropped += (data.len() - take) as u64;
+        c.counters.add(STDIO_BYTES_DROPPED, (data.len() - take) as u64);
     }
 
-    /// Whether nothing was written since the last [`CapturedOutput::take`].
-    pub fn is_empty(&self) -> bool {
-        let c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        c.bytes.is_empty() && c.dropped == 0
+    /// Moves what was written into the task's log, a line each.
+    fn flush_to_log(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).flush();
     }
+}
 
-    /// The text kept (lossy UTF-8) and the count of bytes dropped.
-    pub fn take(&self) -> (String, u64) {
-        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let text = String::from_utf8_lossy(&c.bytes).into_owned();
-        c.usage.release_host(c.bytes.len() as u64);
-        c.bytes.clear();
-        (text, std::mem::take(&mut c.dropped))
+impl Captured {
+    fn flush(&mut self) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.bytes).into_owned();
+        self.task.release_memory(self.bytes.len() as u64);
+        self.bytes.clear();
+        let level = if self.source == LogSource::Stderr { LogLevel::Warn } else { LogLevel::Info };
+        for line in text.lines() {
+            self.task.log.record(level, self.source, line, &[]);
+        }
+    }
+}
+
+impl Drop for Captured {
+    // A task cut off mid-call (timeout, cancel) still reports what it wrote.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -326,7 +527,7 @@ impl HostMonotonicClock for CoarseMonotonicClock {
 /// Most bytes one `get-random-bytes` call may ask for.
 pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
-pub(crate) fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr: CapturedOutput) -> WasiCtx {
+fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr: CapturedOutput) -> WasiCtx {
     let resolution = Duration::from_millis(grant.clock_resolution_ms);
     let mut b = WasiCtxBuilder::new();
     b.stdout(stdout)
@@ -344,8 +545,9 @@ pub(crate) fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr:
     b.build()
 }
 
-impl WasiView for TaskState {
+impl WasiView for TaskData {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
-        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let (wasi, table) = self.state_and_table::<WasiTask>();
+        wasmtime_wasi::WasiCtxView { ctx: &mut wasi.ctx, table }
     }
 }

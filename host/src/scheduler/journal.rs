@@ -1,19 +1,23 @@
-//! The task journal: every accepted task, durably, in the same embedded
-//! store as KV. A task is written before its submission is acknowledged and
-//! again at every final state, so a restart finds each accepted task.
+//! The embedded task store: every accepted task, durably, in a redb file of
+//! its own (`journal.redb`, beside the KV store but apart from it, so a
+//! KV-heavy agent never slows a task's acknowledgement). A task is written
+//! before its submission is acknowledged and again at every state change,
+//! so a restart finds each accepted task.
 //!
 //! Writes are group-committed: one writer thread takes every write waiting
 //! at that moment and commits them in one durable transaction, so concurrent
 //! tasks share one fsync instead of paying one each. A caller is answered
 //! only after the transaction holding its records has committed.
 
-use redb::{ReadableTable, TableDefinition};
+use futures::future::BoxFuture;
+use redb::{Database, ReadableTable, TableDefinition};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+use super::store::TaskStore;
 use super::TaskRecord;
-use crate::capabilities::kv::KvStore;
 
 const TASKS: TableDefinition<u64, &str> = TableDefinition::new("journal_tasks");
 
@@ -37,30 +41,37 @@ fn err(e: impl std::fmt::Display) -> JournalError {
 
 type Reply = oneshot::Sender<Result<(), JournalError>>;
 
-#[derive(Clone)]
-pub(crate) struct Journal {
-    store: Arc<KvStore>,
-    writer: mpsc::Sender<(Vec<TaskRecord>, Reply)>,
+/// The task journal on redb, group-committed by a writer thread of its own.
+pub struct RedbTaskStore {
+    db: Arc<Database>,
+    writer: std::sync::Mutex<mpsc::Sender<(Vec<TaskRecord>, Reply)>>,
 }
 
-impl Journal {
-    pub fn open(store: Arc<KvStore>) -> Result<Journal, JournalError> {
-        let tx = store.database().begin_write().map_err(err)?;
+impl RedbTaskStore {
+    /// Opens (or creates) the journal file at `path` and starts its writer.
+    pub fn open(path: &Path) -> Result<RedbTaskStore, JournalError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+        let tx = db.begin_write().map_err(err)?;
         tx.open_table(TASKS).map_err(err)?;
         tx.commit().map_err(err)?;
+        let db = Arc::new(db);
         let (writer, requests) = mpsc::channel();
-        let thread_store = store.clone();
-        // Ends when the last `Journal` clone is dropped and the channel closes.
+        let thread_db = db.clone();
+        // Ends when the store is dropped and the channel closes.
         std::thread::Builder::new()
             .name("chimera-journal".into())
-            .spawn(move || group_commit_loop(&thread_store, &requests))
+            .spawn(move || group_commit_loop(&thread_db, &requests))
             .map_err(|e| err(format!("cannot start the journal writer: {e}")))?;
-        Ok(Journal { store, writer })
+        Ok(RedbTaskStore { db, writer: std::sync::Mutex::new(writer) })
     }
+}
 
-    /// Every task in the journal.
-    pub fn load(&self) -> Result<Vec<TaskRecord>, JournalError> {
-        let tx = self.store.database().begin_read().map_err(err)?;
+impl TaskStore for RedbTaskStore {
+    fn load(&self) -> Result<Vec<TaskRecord>, JournalError> {
+        let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(TASKS).map_err(err)?;
         let mut records = Vec::new();
         for entry in table.iter().map_err(err)? {
@@ -70,31 +81,19 @@ impl Journal {
         Ok(records)
     }
 
-    /// Writes `records` in one transaction and waits for them to reach the disk.
-    pub fn write(&self, records: &[TaskRecord]) -> Result<(), JournalError> {
-        write_group(&self.store, records.iter())
-    }
-
-    /// Queues `records` for the next group commit and waits until it is durable.
-    pub async fn write_async(&self, records: Vec<TaskRecord>) -> Result<(), JournalError> {
-        self.queue(records).await
-    }
-
-    /// Queues `records` for the next group commit now (so they commit no
-    /// later than anything queued after this call) and returns what waits
-    /// until they are durable.
-    pub fn queue(&self, records: Vec<TaskRecord>) -> impl std::future::Future<Output = Result<(), JournalError>> {
+    fn commit(&self, records: Vec<TaskRecord>) -> BoxFuture<'static, Result<(), JournalError>> {
         let (reply, done) = oneshot::channel();
-        let sent = self.writer.send((records, reply)).map_err(|_| err("the journal writer has stopped"));
-        async move {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = writer.send((records, reply)).map_err(|_| err("the journal writer has stopped"));
+        Box::pin(async move {
             sent?;
             done.await.map_err(|_| err("the journal writer stopped before committing"))?
-        }
+        })
     }
 }
 
-fn write_group<'a>(store: &KvStore, records: impl Iterator<Item = &'a TaskRecord>) -> Result<(), JournalError> {
-    let tx = store.database().begin_write().map_err(err)?;
+fn write_group<'a>(db: &Database, records: impl Iterator<Item = &'a TaskRecord>) -> Result<(), JournalError> {
+    let tx = db.begin_write().map_err(err)?;
     {
         let mut table = tx.open_table(TASKS).map_err(err)?;
         // In arrival order: a later state of the same task overwrites an earlier one.
@@ -106,7 +105,7 @@ fn write_group<'a>(store: &KvStore, records: impl Iterator<Item = &'a TaskRecord
     tx.commit().map_err(err)
 }
 
-fn group_commit_loop(store: &KvStore, requests: &mpsc::Receiver<(Vec<TaskRecord>, Reply)>) {
+fn group_commit_loop(db: &Database, requests: &mpsc::Receiver<(Vec<TaskRecord>, Reply)>) {
     while let Ok(first) = requests.recv() {
         let mut group = vec![first];
         let mut count = group[0].0.len();
@@ -119,7 +118,7 @@ fn group_commit_loop(store: &KvStore, requests: &mpsc::Receiver<(Vec<TaskRecord>
                 Err(_) => break,
             }
         }
-        let result = write_group(store, group.iter().flat_map(|(records, _)| records.iter()));
+        let result = write_group(db, group.iter().flat_map(|(records, _)| records.iter()));
         if let Err(e) = &result {
             tracing::error!("{e}");
         }

@@ -6,9 +6,11 @@
 mod journal;
 mod metrics;
 mod queue;
+mod store;
 
-pub use journal::JournalError;
+pub use journal::{JournalError, RedbTaskStore};
 pub use queue::{Priority, Queued, ReadyQueue};
+pub use store::TaskStore;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -20,13 +22,12 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TaskError;
-use crate::host::{Agent, Host, RunOptions};
 use crate::usage::ResourceUsage;
-use journal::Journal;
+use crate::{Agent, Host, RunOptions};
 use metrics::SchedulerMetrics;
 
 /// Scheduler settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SchedulerConfig {
     /// Tasks in progress at once, over all agents. Workers are tasks on the
     /// async runtime, not threads: the runtime's threads (one per core) run
@@ -48,6 +49,22 @@ pub struct SchedulerConfig {
     /// current one when unset. A daemon gives them a runtime of their own,
     /// so agents busy in wasm or host calls never hold up its HTTP API.
     pub runtime: Option<tokio::runtime::Handle>,
+    /// Where tasks are kept; `journal.redb` in the host's data directory when unset.
+    pub task_store: Option<Arc<dyn TaskStore>>,
+}
+
+impl std::fmt::Debug for SchedulerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerConfig")
+            .field("workers", &self.workers)
+            .field("max_queued", &self.max_queued)
+            .field("aging", &self.aging)
+            .field("retry_base", &self.retry_base)
+            .field("retry_max", &self.retry_max)
+            .field("max_attempts", &self.max_attempts)
+            .field("task_store", &self.task_store.as_ref().map(|_| "custom"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -60,6 +77,7 @@ impl Default for SchedulerConfig {
             retry_max: Duration::from_secs(30),
             max_attempts: 3,
             runtime: None,
+            task_store: None,
         }
     }
 }
@@ -211,7 +229,7 @@ struct Shared {
     config: SchedulerConfig,
     state: Mutex<State>,
     wake: Arc<Notify>,
-    journal: Journal,
+    journal: Arc<dyn TaskStore>,
     stop: CancellationToken,
     metrics: SchedulerMetrics,
     /// Records of finished attempts on their way to the journal.
@@ -229,12 +247,22 @@ fn now_ms() -> u64 {
 }
 
 impl Scheduler {
-    /// Opens the journal in the host's data directory, recovers every task
-    /// that had not finished (a task that was running at a crash runs again),
-    /// and starts the workers. Must be called inside a tokio runtime.
+    /// Opens the task store (`journal.redb` in the host's data directory
+    /// unless the config names one), recovers every task that had not
+    /// finished (a task that was running at a crash runs again), and starts
+    /// the workers. Must be called inside a tokio runtime.
     pub fn start(host: Arc<Host>, agents: Vec<AgentEntry>, config: SchedulerConfig) -> Result<Scheduler, JournalError> {
-        let store = host.kv_store().map_err(|e| JournalError::new(e.to_string()))?;
-        let journal = Journal::open(store)?;
+        let journal: Arc<dyn TaskStore> = match &config.task_store {
+            Some(store) => store.clone(),
+            None => Arc::new(RedbTaskStore::open(&host.config().data_dir.join("journal.redb"))?),
+        };
+        // Recovery reads and writes the store: off the async workers.
+        let loaded = {
+            let journal = journal.clone();
+            std::thread::spawn(move || journal.load())
+                .join()
+                .unwrap_or_else(|_| Err(JournalError::new("reading the task store panicked".into())))?
+        };
         let metrics = SchedulerMetrics::register(host.metrics());
         let wake = Arc::new(Notify::new());
         for entry in &agents {
@@ -254,7 +282,7 @@ impl Scheduler {
             next_id: 1,
         };
         let mut recovered = Vec::new();
-        for mut record in journal.load()? {
+        for mut record in loaded {
             state.next_id = state.next_id.max(record.id + 1);
             if let Some(key) = &record.idempotency_key {
                 state.idempotency.insert(key.clone(), record.id);
@@ -272,7 +300,12 @@ impl Scheduler {
             }
             state.records.insert(record.id, record);
         }
-        journal.write(&recovered)?;
+        if !recovered.is_empty() {
+            let written = journal.commit(recovered.clone());
+            std::thread::spawn(move || futures::executor::block_on(written))
+                .join()
+                .unwrap_or_else(|_| Err(JournalError::new("writing the task store panicked".into())))?;
+        }
         let shared = Arc::new(Shared {
             host,
             agents,
@@ -350,7 +383,7 @@ impl Scheduler {
             st.retrying += 1;
             record
         };
-        let written = s.journal.write_async(vec![record.clone()]).await;
+        let written = s.journal.commit(vec![record.clone()]).await;
         let mut st = s.state.lock().unwrap();
         st.retrying -= 1;
         if let Err(e) = written {
@@ -416,7 +449,7 @@ impl Scheduler {
             record.clone()
         };
         s.metrics.finished(&record.agent, TaskStatus::Cancelled);
-        if let Err(e) = s.journal.write_async(vec![record.clone()]).await {
+        if let Err(e) = s.journal.commit(vec![record.clone()]).await {
             tracing::error!("{e}");
         }
         s.notify_final(&record);
@@ -500,7 +533,7 @@ impl Shared {
             };
             if let Some(record) = expired {
                 self.metrics.finished(&record.agent, record.status);
-                if let Err(e) = self.journal.write_async(vec![record.clone()]).await {
+                if let Err(e) = self.journal.commit(vec![record.clone()]).await {
                     tracing::error!("{e}");
                 }
                 self.notify_final(&record);
@@ -509,7 +542,7 @@ impl Shared {
             if let Some((job, record)) = job {
                 // Durable before the agent runs: an attempt that had side effects
                 // is on record, so one cut off by a crash is known as such.
-                if let Err(e) = self.journal.write_async(vec![record]).await {
+                if let Err(e) = self.journal.commit(vec![record]).await {
                     tracing::error!("{e}");
                 }
                 return Some(job);
@@ -630,7 +663,7 @@ impl Shared {
         // Queued now, before the slot is freed: the start of a task this
         // slot lets run commits no earlier than this task's end, so a crash
         // never leaves more tasks "running" than there are slots.
-        let written = self.journal.queue(vec![record.clone()]);
+        let written = self.journal.commit(vec![record.clone()]);
         drop(job.slot);
         tokio::spawn(async move {
             let written = written.await;

@@ -34,7 +34,7 @@ pub async fn submit(
     let http = client()?;
     let mut ids = Vec::new();
     for input in inputs {
-        let input = crate::read_input(&input)?;
+        let input = super::read_input(&input)?;
         let body = json!({"agent": agent, "input": input, "priority": priority, "deadline_ms": deadline_ms});
         let r =
             http.post(format!("{server}/v1/tasks")).json(&body).send().await.with_context(|| unreachable(&server))?;

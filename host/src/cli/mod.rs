@@ -1,0 +1,347 @@
+//! The `chimera` command line: run, audit, serve and package agents. A
+//! program that adds capabilities of its own gets the same commands with
+//! them by calling [`main_with`] (the `chimera` binary is `main_with(|b| b)`).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::{AuditReport, Host, HostBuilder, HostConfig, LogSource, Policy, Registry, TaskReport, Verdict};
+
+mod client;
+
+#[derive(Parser)]
+#[command(
+    name = "chimera",
+    version,
+    about = "Run untrusted AI agents as WebAssembly components, with least privilege and hard limits"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one task of an agent and print its output.
+    ///
+    /// Exit status: 0 on success, 1 if the task failed, 2 if the agent could not be loaded.
+    Run {
+        /// The agent component (.wasm).
+        component: PathBuf,
+        /// The agent's policy (TOML). Without it the agent gets no capability
+        /// beyond the locked-down WASI baseline and default limits.
+        #[arg(long, short)]
+        policy: Option<PathBuf>,
+        /// Task input: literal text, or @FILE to read it from a file, or @- for stdin.
+        #[arg(long, short, default_value = "")]
+        input: String,
+        /// Print the whole task report (output or error, usage, logs) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Data directory for the KV store [default: $CHIMERA_DATA_DIR or ~/.local/share/chimera].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Do not print the agent's log lines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show what a component imports, what its policy grants, and the limits in force.
+    ///
+    /// Exit status: 0 if the agent would load, 1 if anything it imports is not granted.
+    Audit {
+        /// The agent component (.wasm).
+        component: PathBuf,
+        /// The policy to judge it against. Without it: the empty policy.
+        #[arg(long, short)]
+        policy: Option<PathBuf>,
+        /// Print the audit as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the host as a daemon: the agents of a config file, the scheduler,
+    /// and the HTTP API (tasks, agents, health, metrics) on 127.0.0.1.
+    Serve {
+        /// The config file [default: ./chimera.toml].
+        #[arg(long, short, default_value = "chimera.toml")]
+        config: PathBuf,
+        /// Listen here instead of the config's `listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Submit tasks to a running daemon; with --wait, show live status until all finish.
+    Submit {
+        /// The agent to run.
+        #[arg(long, short)]
+        agent: String,
+        /// Task input (repeat for several tasks; @FILE reads a file).
+        #[arg(long, short, default_value = "")]
+        input: Vec<String>,
+        /// critical, high, normal, low or background.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+        /// Deadline in milliseconds from now.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Wait for every task to finish, showing progress, and print results.
+        #[arg(long)]
+        wait: bool,
+        /// The daemon [default: $CHIMERA_SERVER or http://127.0.0.1:7878].
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Show a task's state, output or error, attempts and usage.
+    Status {
+        id: u64,
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Cancel a queued or running task.
+    Cancel {
+        id: u64,
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Wrap a core wasm module built for wasm32-unknown-unknown (with
+    /// wit-bindgen's component metadata) into a component with no WASI imports.
+    Componentize {
+        /// The core module (.wasm).
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+/// Runs the `chimera` command line with the capabilities `extend` adds to
+/// every host it creates (`run`, `audit` and `serve` alike). Call it first
+/// thing in `main`: the program is also the host's compile worker.
+pub fn main_with(extend: impl Fn(HostBuilder) -> HostBuilder) -> ExitCode {
+    // This program is also the host's compile worker (see crate::compile).
+    crate::compile::run_worker_if_asked();
+    let cli = Cli::parse();
+    // `run` prints the task's log lines itself, after the task: not twice.
+    let default_filter = if matches!(cli.command, Command::Run { .. }) { "warn,chimera::agent=off" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHIMERA_LOG").unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run_cli(cli, &extend) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<ExitCode> {
+    let registry = extend(Host::builder(HostConfig::default())).registry();
+    match cli.command {
+        Command::Run { component, policy, input, json, data_dir, quiet } => {
+            let policy = load_policy(policy.as_deref(), &registry)?;
+            let input = read_input(&input)?;
+            let mut config = host_config(&policy);
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            let host = extend(Host::builder(config)).build()?;
+            let agent = host.load_file(&component, policy)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(host.run(&agent, &input));
+            print_report(&report, json, quiet)
+        }
+        Command::Audit { component, policy, json } => {
+            let policy = load_policy(policy.as_deref(), &registry)?;
+            let config = HostConfig { max_instances: 1, cache_compiled: false, ..host_config(&policy) };
+            let host = extend(Host::builder(config)).build()?;
+            let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
+            let name = policy.agent.name.clone().unwrap_or_else(|| stem(&component));
+            let report = host.audit(&name, &bytes, &policy)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_audit(&report);
+            }
+            Ok(if report.runnable { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Serve { config, listen } => {
+            let mut config = if config.exists() || config != Path::new("chimera.toml") {
+                crate::server::ServeConfig::from_file(&config).map_err(anyhow::Error::msg)?
+            } else {
+                eprintln!("no chimera.toml here: starting with no agents (write one to add agents; see README)");
+                toml::from_str::<crate::server::ServeConfig>("")?
+            };
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let daemon = crate::server::Daemon::start_with(&config, extend).map_err(anyhow::Error::msg)?;
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.listen))?;
+                eprintln!("chimera serving {} agent(s) on http://{}", config.agents.len(), listener.local_addr()?);
+                daemon.serve(listener).await?;
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit { agent, input, priority, deadline_ms, wait, server } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(client::submit(server_url(server), agent, input, priority, deadline_ms, wait))
+        }
+        Command::Status { id, server } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(client::status(server_url(server), id))
+        }
+        Command::Cancel { id, server } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(client::cancel(server_url(server), id))
+        }
+        Command::Componentize { module, output } => {
+            let bytes = std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+            let component = wit_component::ComponentEncoder::default()
+                .module(&bytes)
+                .and_then(|e| e.validate(true).encode())
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .with_context(|| {
+                    format!(
+                        "{} cannot be made into a component (it must be a core module built with wit-bindgen)",
+                        module.display()
+                    )
+                })?;
+            std::fs::write(&output, component).with_context(|| format!("cannot write {}", output.display()))?;
+            eprintln!("wrote {}", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The CLI runs one agent, so the engine takes that agent's stack and a small pool.
+fn host_config(policy: &Policy) -> HostConfig {
+    let mut config = HostConfig { max_instances: 4, ..HostConfig::default() };
+    if let Some(stack) = policy.limits.stack_kib {
+        config.stack_kib = stack;
+    }
+    // The load budget of the one-shot commands (`serve` reads `[load]`).
+    let budget = &mut config.load_budget;
+    for (var, field) in [
+        ("CHIMERA_MAX_COMPONENT_BYTES", &mut budget.max_component_bytes),
+        ("CHIMERA_COMPILE_TIMEOUT_MS", &mut budget.compile_timeout_ms),
+        ("CHIMERA_COMPILE_MEMORY_MIB", &mut budget.compile_memory_mib),
+    ] {
+        if let Some(value) = std::env::var(var).ok().and_then(|v| v.parse().ok()) {
+            *field = value;
+        }
+    }
+    config
+}
+
+fn server_url(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("CHIMERA_SERVER").ok()).unwrap_or_else(|| "http://127.0.0.1:7878".into())
+}
+
+fn load_policy(path: Option<&Path>, registry: &Registry) -> Result<Policy> {
+    Ok(match path {
+        Some(p) => Policy::from_file_with(p, registry)?,
+        None => Policy::default(),
+    })
+}
+
+fn read_input(spec: &str) -> Result<String> {
+    if spec == "@-" {
+        return std::io::read_to_string(std::io::stdin()).context("cannot read the input from stdin");
+    }
+    match spec.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read the input file {path}")),
+        None => Ok(spec.to_string()),
+    }
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into())
+}
+
+fn print_report(report: &TaskReport, json: bool, quiet: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        if !quiet {
+            for line in &report.logs {
+                let source = match line.source {
+                    LogSource::Agent => "",
+                    LogSource::Stdout => " stdout",
+                    LogSource::Stderr => " stderr",
+                };
+                let fields: String = line.fields.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+                eprintln!("[{} {}{}] {}{}", report.agent, line.level, source, line.message, fields);
+            }
+        }
+        match &report.outcome {
+            Ok(output) => println!("{output}"),
+            Err(e) => eprintln!("error: task {} of agent `{}` failed: {e}", report.task_id, report.agent),
+        }
+    }
+    Ok(if report.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_audit(r: &AuditReport) {
+    println!("agent {} ({} bytes)", r.agent, r.component_bytes);
+    println!();
+    let width = r.imports.iter().map(|d| d.import.len()).max().unwrap_or(6).max(6);
+    println!("{:<width$}  {:<15}  {:<8}  DETAIL", "IMPORT", "CAPABILITY", "VERDICT");
+    for d in &r.imports {
+        let verdict = match d.verdict {
+            Verdict::Granted => "granted",
+            Verdict::Inert => "inert",
+            Verdict::Refused => "REFUSED",
+        };
+        println!("{:<width$}  {:<15}  {:<8}  {}", d.import, d.capability, verdict, d.detail);
+    }
+    if r.imports.is_empty() {
+        println!("(no imports)");
+    }
+    println!();
+    println!("exports: {}", r.exports.join(", "));
+    let l = &r.limits;
+    println!(
+        "limits: memory {} MiB, cpu {} ms, timeout {} ms, stack {} KiB, input {} B, output {} B, handles {}, stdio {} B",
+        l.memory_mib,
+        l.cpu_ms,
+        l.timeout_ms,
+        l.stack_kib.unwrap_or_default(),
+        l.max_input_bytes,
+        l.max_output_bytes,
+        l.resource_handles,
+        l.stdio_bytes
+    );
+    println!("component sha256: {}", r.component_sha256);
+    for g in r.grants.iter().filter(|g| g.granted) {
+        for line in &g.summary {
+            println!("{line}");
+        }
+    }
+    let ungranted: Vec<&str> = r.grants.iter().filter(|g| !g.granted).map(|g| g.capability).collect();
+    if !ungranted.is_empty() {
+        println!("not granted: {}", ungranted.join(", "));
+    }
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    println!();
+    let refused = r.refused().count();
+    let inert = r.imports.iter().filter(|d| d.verdict == Verdict::Inert).count();
+    if r.runnable && inert > 0 {
+        println!("verdict: runnable: every import is granted, {inert} of them inert (linked with nothing behind them)");
+    } else if r.runnable {
+        println!("verdict: runnable: every import is granted");
+    } else if refused > 0 {
+        println!("verdict: REFUSED: {refused} import(s) not granted");
+    } else {
+        println!("verdict: REFUSED");
+    }
+}
