@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # The test command: sets up, builds the CLI, checks that every benchmark
 # still runs (once each, no timing), then runs every test in release mode (a
-# debug host runs wasm ~16x slower). The tests crate's build script compiles
-# the sample agents and attack components from source first.
+# debug host runs wasm ~16x slower) and the embedding examples. The tests
+# crate's build script compiles the sample agents and attack components
+# from source first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The library alone, as an embedder depends on it, pulls in neither the
+# daemon's nor the CLI's crates.
+if cargo tree --locked -p chimera-host --no-default-features -e normal --prefix none | grep -E '^(axum|clap|tracing-subscriber) v'; then
+  echo "chimera-host without default features depends on the crates above" >&2
+  exit 1
+fi
 cargo build --release --locked --bin chimera
 cargo bench --locked -p chimera-benches -- --test
 cargo test --release --locked --workspace
+for example in embed policy-in-code custom-capability scheduler; do
+  echo "==> example $example"
+  cargo run --release --locked -q -p chimera-examples --bin "$example"
+done

@@ -44,8 +44,7 @@ fn throughput(c: &mut Criterion) {
             let host = host(dir.path());
             let agent = Arc::new(host.load("passthrough", &bytes, Policy::default()).unwrap());
             let entry = AgentEntry { agent, max_concurrency: workers };
-            let mut config = SchedulerConfig::default();
-            (config.workers, config.max_queued) = (workers, 100_000);
+            let config = SchedulerConfig { workers, max_queued: 100_000, ..SchedulerConfig::default() };
             let scheduler = rt.block_on(async { Scheduler::start(host.clone(), vec![entry], config).unwrap() });
             (workers, scheduler, dir)
         })
@@ -98,8 +97,12 @@ fn retry(c: &mut Criterion) {
         .unwrap(),
     );
     let entry = AgentEntry { agent, max_concurrency: 2 };
-    let mut config = SchedulerConfig::default();
-    (config.workers, config.retry_base, config.retry_max) = (2, Duration::ZERO, Duration::ZERO);
+    let config = SchedulerConfig {
+        workers: 2,
+        retry_base: Duration::ZERO,
+        retry_max: Duration::ZERO,
+        ..SchedulerConfig::default()
+    };
     let scheduler = rt.block_on(async { Scheduler::start(host.clone(), vec![entry], config).unwrap() });
     let keys = AtomicU64::new(0);
     let run = |fail_times: u32| {

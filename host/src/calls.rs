@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 
 use crate::agent::Agent;
 use crate::capability::CallChain;
-use crate::runner::TaskReport;
+use crate::report::TaskReport;
 
 /// What the host does for an [`AgentCaller`].
 pub(crate) trait CallAgents: Send + Sync {

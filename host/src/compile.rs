@@ -18,8 +18,6 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use wasmtime::{Config, Engine};
 
-use crate::config::HostConfig;
-
 /// The first argument that turns a program into a compile worker.
 pub const WORKER_ARG: &str = "__chimera-compile-worker";
 
@@ -86,20 +84,6 @@ pub(crate) struct EngineSettings {
 }
 
 impl EngineSettings {
-    pub fn from_config(c: &HostConfig) -> EngineSettings {
-        EngineSettings {
-            stack_kib: c.stack_kib,
-            pooling: c.pooling,
-            max_instances: c.max_instances,
-            max_memory_mib: c.max_memory_mib,
-            max_table_elements: c.max_table_elements,
-            keep_resident_bytes: c.keep_resident_bytes,
-            max_core_instances_per_component: c.max_core_instances_per_component,
-            max_memories_per_component: c.max_memories_per_component,
-            max_tables_per_component: c.max_tables_per_component,
-        }
-    }
-
     /// The engine configuration. `for_compiling` leaves out the instance pool:
     /// the pool decides where instances live, not what code is generated, and
     /// a worker need not reserve its address space.

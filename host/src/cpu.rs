@@ -101,3 +101,28 @@ pub(crate) fn lower_thread_priority() {
     // SAFETY: plain system call on the calling thread (`who` = 0).
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) };
 }
+
+/// Charges CPU spent for a task on a thread other than the one running it
+/// (a storage commit on a blocking thread, say) to the task's CPU limit.
+#[derive(Clone, Default)]
+pub struct CpuMeter(Option<Arc<UsageCounters>>);
+
+impl CpuMeter {
+    pub(crate) fn of(usage: Arc<UsageCounters>) -> CpuMeter {
+        CpuMeter(Some(usage))
+    }
+
+    /// A meter that charges nothing (work done for no task).
+    pub fn none() -> CpuMeter {
+        CpuMeter(None)
+    }
+
+    /// Runs `f` on this thread and charges the CPU it used (the thread's
+    /// CPU clock: waiting for a disk or a network is not CPU).
+    pub fn charge<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.0 {
+            Some(usage) => charged(usage, f),
+            None => f(),
+        }
+    }
+}

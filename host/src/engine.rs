@@ -38,7 +38,7 @@ pub(crate) fn create(config: &HostConfig) -> Result<(Engine, EngineSettings), Ho
     {
         return Err(HostError::Config("the per-component instance, memory and table caps must be at least 1".into()));
     }
-    let settings = EngineSettings::from_config(config);
+    let settings = settings_of(config);
     let engine = Engine::new(&settings.config(false)).map_err(|e| {
         HostError::Engine(format!(
             "{e}. The instance pool ({} instances, up to {} MiB of linear memory each) may not fit in this machine's \
@@ -78,5 +78,20 @@ impl Drop for EpochTicker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The settings that decide compiled code, from the host configuration.
+fn settings_of(c: &HostConfig) -> EngineSettings {
+    EngineSettings {
+        stack_kib: c.stack_kib,
+        pooling: c.pooling,
+        max_instances: c.max_instances,
+        max_memory_mib: c.max_memory_mib,
+        max_table_elements: c.max_table_elements,
+        keep_resident_bytes: c.keep_resident_bytes,
+        max_core_instances_per_component: c.max_core_instances_per_component,
+        max_memories_per_component: c.max_memories_per_component,
+        max_tables_per_component: c.max_tables_per_component,
     }
 }

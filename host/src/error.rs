@@ -97,7 +97,7 @@ pub enum HostError {
     Config(String),
     /// A capability could not be registered.
     #[error(transparent)]
-    Registry(#[from] crate::capability::RegistryError),
+    Registry(#[from] RegistryError),
 }
 
 /// How a task ended when it did not succeed. Every variant names the limit
@@ -210,4 +210,16 @@ impl TaskError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, TaskError::Agent { retryable: true, .. } | TaskError::PoolExhausted { .. })
     }
+}
+
+/// Why a capability cannot join a registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// Another capability already has this name, section, interface or task-state type.
+    #[error("capability `{capability}` cannot be registered: {what} is already taken by `{by}`")]
+    Taken { capability: &'static str, what: String, by: &'static str },
+    /// The policy section is not one a policy file can hold.
+    #[error("capability `{capability}` cannot be registered: its section `{section}` must be `capabilities.<name>` (one key, no dots)")]
+    BadSection { capability: &'static str, section: &'static str },
 }

@@ -144,7 +144,7 @@ fn in_bounds(cx: &mut LiftContext<'_>, ptr: u32, raw_len: u32, encoding: StringE
         StringEncoding::CompactUtf16 => (Some(len), 2),
     };
     let ptr = ptr as usize;
-    ptr % align == 0 && bytes.and_then(|b| ptr.checked_add(b)).is_some_and(|end| end <= cx.memory().len())
+    ptr.is_multiple_of(align) && bytes.and_then(|b| ptr.checked_add(b)).is_some_and(|end| end <= cx.memory().len())
 }
 
 /// A lift of a valid string can fail only on the call's hostcall fuel:

@@ -20,7 +20,7 @@ use crate::engine::EpochTicker;
 use crate::error::{HostError, LoadError};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::runner::{RunOptions, TaskReport};
+use crate::report::{RunOptions, TaskReport};
 use crate::storage::{KvBackend, RedbKv};
 
 /// Runs agents. Create one per process (it owns the engine, the instance

@@ -46,6 +46,7 @@ mod loader;
 pub mod log;
 pub mod metrics;
 pub mod policy;
+mod report;
 mod runner;
 pub mod scheduler;
 #[cfg(feature = "daemon")]
@@ -69,7 +70,7 @@ pub use host::{Host, HostBuilder};
 pub use log::{LogLevel, LogLine, LogSource};
 pub use metrics::Metrics;
 pub use policy::{Policy, PolicyBuilder};
-pub use runner::{RunOptions, TaskReport};
+pub use report::{RunOptions, TaskReport};
 pub use scheduler::{Priority, Queued, ReadyQueue, Scheduler, SchedulerConfig, Submission, TaskRecord, TaskStatus};
 pub use task_data::TaskData;
 pub use usage::ResourceUsage;

@@ -9,6 +9,10 @@ use std::sync::Arc;
 
 const TASKS: usize = 2_000;
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_loses_no_accepted_task_and_reruns_none_that_finished() {
     let dir = tempfile::tempdir().unwrap();
@@ -38,21 +42,29 @@ async fn a_crash_loses_no_accepted_task_and_reruns_none_that_finished() {
         accepted.extend(c.await.unwrap());
     }
     assert_eq!(accepted.len(), TASKS);
-    // Let some finish, then crash in the middle of the run.
-    api.wait_final(accepted[accepted.len() / 4].1).await;
-    let finished_before = {
-        let (_, m) = api.get("/metrics").await;
+    // Let a quarter finish, then crash in the middle of the run.
+    let completed = |m: &str| {
         m.lines().find_map(|l| {
             l.strip_prefix("chimera_scheduler_finished_total{agent=\"count\",status=\"completed\"} ")?
                 .parse::<f64>()
                 .ok()
         })
     };
+    let started = std::time::Instant::now();
+    let finished_before = loop {
+        let (_, m) = api.get("/metrics").await;
+        let done = completed(&m).unwrap_or(0.0);
+        if done >= (TASKS / 4) as f64 || started.elapsed() > std::time::Duration::from_secs(300) {
+            break done;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
     drop(api);
+    let killed_ms = now_ms();
     daemon.crash_and_restart();
     let api = Api::new(&daemon);
 
-    let mut rerun = 0;
+    let (mut rerun, mut done_before_kill, mut started_after_kill) = (0, 0, 0);
     for (i, id) in &accepted {
         let t: Value = api.wait_final(*id).await;
         assert_eq!(t["status"], "completed", "task {id}: {t}");
@@ -62,13 +74,29 @@ async fn a_crash_loses_no_accepted_task_and_reruns_none_that_finished() {
             assert_eq!(a["interrupted"], true, "task {id} ran again after finishing: {t}");
         }
         rerun += attempts.len() - 1;
+        let last = attempts.last().unwrap();
+        if last["finished_ms"].as_u64().unwrap() < killed_ms {
+            done_before_kill += 1;
+        }
+        if last["started_ms"].as_u64().unwrap() >= killed_ms {
+            started_after_kill += 1;
+        }
         let output: Value = serde_json::from_str(t["output"].as_str().unwrap()).unwrap();
         assert_eq!(output["key"], format!("t{i}"));
         // Each attempt counts at most once; at least the finishing one counted.
         let count = output["count"].as_u64().unwrap() as usize;
         assert!((1..=attempts.len()).contains(&count), "task {id}: count {count}, {} attempts", attempts.len());
     }
-    println!("crash test: {TASKS} accepted, {finished_before:?} finished before the SIGKILL, {rerun} re-run after it");
+    println!(
+        "crash test: {TASKS} accepted, {finished_before:?} counted finished just before the SIGKILL, \
+         {done_before_kill} done before it, {started_after_kill} started after it, {rerun} re-run"
+    );
+    // The kill landed mid-run: some tasks had finished, and others were
+    // still to run when it came.
+    // (A finish is counted just before its record commits: with two
+    // workers, at most two counted ones may not have reached the disk.)
+    assert!(done_before_kill >= TASKS / 4 - 2, "only {done_before_kill} tasks had finished before the kill");
+    assert!(started_after_kill > 0, "every task had finished before the kill: it did not land mid-run");
     // With two workers, at most two tasks were running at the crash.
     assert!(rerun <= 2, "{rerun} tasks ran again");
 }

@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     // A task past its wall-clock limit ends with a typed error.
     let sleeper =
         host.load("sleeper", &std::fs::read(artifacts::SLEEPER)?, Policy::from_toml("[limits]\ntimeout_ms = 200\n")?)?;
-    let report = host.run(&sleeper, "").await;
+    let report = host.run(&sleeper, "60").await;
     println!("sleeper: {}", report.outcome.as_ref().unwrap_err());
     anyhow::ensure!(report.outcome == Err(TaskError::Timeout { limit_ms: 200 }), "{:?}", report.outcome);
     let _ = std::fs::remove_dir_all(data);

@@ -16,8 +16,7 @@ async fn main() -> anyhow::Result<()> {
         let agent = host.load(name, &std::fs::read(path)?, policy)?;
         entries.push(AgentEntry { agent: Arc::new(agent), max_concurrency: 2 });
     }
-    let mut config = SchedulerConfig::default();
-    config.workers = 4;
+    let config = SchedulerConfig { workers: 4, ..SchedulerConfig::default() };
     let scheduler = Scheduler::start(host.clone(), entries, config)?;
     let mut ids = Vec::new();
     for (i, priority) in [Priority::Low, Priority::Normal, Priority::High, Priority::Critical].into_iter().enumerate() {

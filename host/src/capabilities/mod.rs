@@ -12,6 +12,21 @@ use crate::calls::AgentCaller;
 use crate::capability::{Registry, RegistryError};
 use crate::config::HostConfig;
 
+static BUILTINS: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| {
+    let mut r = Registry::default();
+    register_builtins(&mut r, &HostConfig::default(), AgentCaller::detached()).expect("the built-ins are distinct");
+    r
+});
+
+impl Registry {
+    /// The built-in capabilities: logging, kv, outbound-http, tasks and the
+    /// WASI baseline (with default settings; a host's own registry is
+    /// built from its configuration).
+    pub fn builtins() -> &'static Registry {
+        &BUILTINS
+    }
+}
+
 /// Adds the built-in capabilities to `registry`: logging, kv,
 /// outbound-http (resolving the host's DNS overrides), tasks (calling
 /// agents through `caller`) and the WASI baseline.

@@ -5,9 +5,10 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use crate::cpu::CpuMeter;
+use crate::limits::Limits;
 use crate::log::{LogLevel, LogSource, TaskLog};
 use crate::metrics::Metrics;
-use crate::policy::Limits;
 use crate::storage::KvBackend;
 use crate::usage::UsageCounters;
 
@@ -127,28 +128,7 @@ impl TaskHandle {
 
     /// The task's CPU account, for work done for it on another thread.
     pub fn cpu(&self) -> CpuMeter {
-        CpuMeter(Some(self.usage.clone()))
-    }
-}
-
-/// Charges CPU spent for a task on a thread other than the one running it
-/// (a storage commit on a blocking thread, say) to the task's CPU limit.
-#[derive(Clone, Default)]
-pub struct CpuMeter(Option<Arc<UsageCounters>>);
-
-impl CpuMeter {
-    /// A meter that charges nothing (work done for no task).
-    pub fn none() -> CpuMeter {
-        CpuMeter(None)
-    }
-
-    /// Runs `f` on this thread and charges the CPU it used (the thread's
-    /// CPU clock: waiting for a disk or a network is not CPU).
-    pub fn charge<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &self.0 {
-            Some(usage) => crate::cpu::charged(usage, f),
-            None => f(),
-        }
+        CpuMeter::of(self.usage.clone())
     }
 }
 

@@ -18,9 +18,11 @@ mod erased;
 mod interface;
 mod registry;
 
-pub use context::{CallChain, Counters, CpuMeter, LoadContext, TaskContext, TaskHandle};
+pub use crate::cpu::CpuMeter;
+pub use crate::error::RegistryError;
+pub use context::{CallChain, Counters, LoadContext, TaskContext, TaskHandle};
 pub use interface::Interface;
-pub use registry::{Registry, RegistryError};
+pub use registry::Registry;
 
 pub(crate) use erased::{DynCapability, ErasedAgentState, ErasedGrant};
 pub(crate) use interface::ImportName;

@@ -5,25 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Capability, Decision, DynCapability, ErasedGrant, ImportDecision, ImportName, Interface, Verdict};
-use crate::error::PolicyError;
+use crate::error::{PolicyError, RegistryError};
 
 /// A set of capabilities. [`Registry::builtins`] has the host's own; a
 /// [`HostBuilder`](crate::HostBuilder) adds an integrator's.
 #[derive(Clone, Default)]
 pub struct Registry {
     caps: Vec<Arc<dyn DynCapability>>,
-}
-
-/// Why a capability cannot join a registry.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RegistryError {
-    /// Another capability already has this name, section, interface or task-state type.
-    #[error("capability `{capability}` cannot be registered: {what} is already taken by `{by}`")]
-    Taken { capability: &'static str, what: String, by: &'static str },
-    /// The policy section is not one a policy file can hold.
-    #[error("capability `{capability}` cannot be registered: its section `{section}` must be `capabilities.<name>` (one key, no dots)")]
-    BadSection { capability: &'static str, section: &'static str },
 }
 
 /// Each capability's parsed grant (by registry index), `None` where the
@@ -37,25 +25,7 @@ impl Grants {
     }
 }
 
-static BUILTINS: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| {
-    let mut r = Registry::default();
-    crate::capabilities::register_builtins(
-        &mut r,
-        &crate::HostConfig::default(),
-        crate::calls::AgentCaller::detached(),
-    )
-    .expect("the built-in capabilities are distinct");
-    r
-});
-
 impl Registry {
-    /// The built-in capabilities: logging, kv, outbound-http, tasks and the
-    /// WASI baseline (with default settings; a host's own registry is
-    /// built from its configuration).
-    pub fn builtins() -> &'static Registry {
-        &BUILTINS
-    }
-
     /// Adds a capability. Its name, policy section, interfaces and task
     /// state type must be its own.
     pub fn register<C: Capability>(&mut self, capability: C) -> Result<&mut Registry, RegistryError> {
@@ -67,7 +37,7 @@ impl Registry {
         let section = cap.section();
         let plain = section.strip_prefix("capabilities.").is_some_and(|k| !k.is_empty() && !k.contains('.'));
         // `wasi` is the built-in baseline's, the one section outside `capabilities`.
-        if !plain && !(section == "wasi" && name == "wasi") {
+        if !(plain || (section == "wasi" && name == "wasi")) {
             return Err(RegistryError::BadSection { capability: name, section });
         }
         let taken = |what: String, by| Err(RegistryError::Taken { capability: name, what, by });

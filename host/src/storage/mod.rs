@@ -8,7 +8,7 @@ mod redb_kv;
 
 pub use redb_kv::RedbKv;
 
-use crate::capability::CpuMeter;
+use crate::cpu::CpuMeter;
 
 /// What a namespace holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{KeyPage, KvBackend, KvStoreError, NamespaceTotals, PageBound, Quota};
-use crate::capability::CpuMeter;
+use crate::cpu::CpuMeter;
 use crate::error::HostError;
 
 const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
