@@ -115,6 +115,15 @@ fn capabilities(c: &mut Criterion) {
     group.bench_function("task_with_kv_set", |b| {
         b.to_async(&rt).iter(|| host.run(&counter, r#"{"key":"bench","set":7}"#))
     });
+    // The same get on a multi-thread runtime (as the daemon runs): the read
+    // runs in place after the worker hands its other tasks on.
+    let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    group.bench_function("task_with_kv_get_multi_thread", |b| {
+        b.to_async(&multi).iter(|| host.run(&counter, r#"{"key":"bench","peek":true}"#))
+    });
+    group.bench_function("task_with_log_line_multi_thread", |b| {
+        b.to_async(&multi).iter(|| host.run(&echo, r#"{"text":"a"}"#))
+    });
     group.finish();
 }
 

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// Capability counters kept inside a task's [`UsageCounters`].
+const INLINE_COUNTERS: usize = 16;
+
 /// Live counters of one task. Atomics, so they can be read after a task
 /// that was cut off by its timeout (its store is gone by then).
 #[derive(Default, Debug)]
@@ -24,8 +27,10 @@ pub(crate) struct UsageCounters {
     pub poll_started_ns: AtomicU64,
     pub peak_memory: AtomicU64,
     /// The counters of the agent's capabilities, one run after another
-    /// (see [`crate::capability::Counters`]).
-    pub capability_counters: Box<[AtomicU64]>,
+    /// (see [`crate::capability::Counters`]): the first [`INLINE_COUNTERS`]
+    /// here, so most tasks allocate none, the rest in `more_counters`.
+    counters: [AtomicU64; INLINE_COUNTERS],
+    more_counters: Box<[AtomicU64]>,
     /// What the agents this task called used.
     pub callees: std::sync::Mutex<Vec<CalleeUsage>>,
 }
@@ -34,9 +39,14 @@ impl UsageCounters {
     pub fn with_counters(memory_limit: u64, counters: usize) -> Self {
         UsageCounters {
             memory_limit,
-            capability_counters: (0..counters).map(|_| AtomicU64::new(0)).collect(),
+            more_counters: (INLINE_COUNTERS..counters).map(|_| AtomicU64::new(0)).collect(),
             ..Default::default()
         }
+    }
+
+    /// Capability counter `i` (of those [`Self::with_counters`] made room for).
+    pub fn counter(&self, i: usize) -> Option<&AtomicU64> {
+        self.counters.get(i).or_else(|| self.more_counters.get(i - INLINE_COUNTERS))
     }
 
     /// Linear memory and host buffers held now.
@@ -64,7 +74,7 @@ impl UsageCounters {
     /// counters in order (each capability's name and counter names).
     pub fn snapshot(&self, wall: Duration, layout: &[(&'static str, &'static [&'static str])]) -> ResourceUsage {
         let mut capabilities = BTreeMap::new();
-        let mut values = self.capability_counters.iter();
+        let mut values = self.counters.iter().chain(self.more_counters.iter());
         for (capability, names) in layout {
             let mut counters = BTreeMap::new();
             for name in names.iter() {

@@ -149,6 +149,12 @@ fn main() {
         row("task with one KV increment", "capability/task_with_kv_increment", "spawn/floor", None),
         row("task with one KV get", "capability/task_with_kv_get", "spawn/floor", None),
         row("task with one KV set", "capability/task_with_kv_set", "spawn/floor", None),
+        row(
+            "task with one KV get, multi-thread runtime, vs one log line",
+            "capability/task_with_kv_get_multi_thread",
+            "capability/task_with_log_line_multi_thread",
+            None,
+        ),
     ];
     println!("| benchmark | chimera | floor | ratio | target | result |");
     println!("|---|---|---|---|---|---|");

@@ -232,8 +232,7 @@ pub struct Wasi;
 /// WASI as one task sees it: its context and captured stdout/stderr.
 pub struct WasiTask {
     ctx: WasiCtx,
-    stdout: CapturedOutput,
-    stderr: CapturedOutput,
+    stdio: CapturedOutput,
 }
 
 impl Capability for Wasi {
@@ -351,51 +350,57 @@ impl Capability for Wasi {
 
     fn instantiate(&self, grant: &WasiGrant, cx: &TaskContext<'_>) -> WasiTask {
         let cap = cx.limits().stdio_bytes as usize;
-        let stdout = CapturedOutput::new(cap, LogSource::Stdout, cx.task().clone(), cx.counters());
-        let stderr = CapturedOutput::new(cap, LogSource::Stderr, cx.task().clone(), cx.counters());
-        WasiTask { ctx: locked_down_ctx(grant, stdout.clone(), stderr.clone()), stdout, stderr }
+        let (stdout, stderr) = CapturedOutput::pair(cap, cx.task().clone(), cx.counters());
+        WasiTask { stdio: stdout.clone(), ctx: locked_down_ctx(grant, stdout, stderr) }
     }
 
     fn end_call(&self, task: &mut WasiTask) {
-        task.stdout.flush_to_log();
-        task.stderr.flush_to_log();
+        task.stdio.flush_to_log();
     }
 }
 
-/// Output captured from stdout or stderr: kept up to a cap (held against
-/// the instance's memory limit), the rest dropped and counted, and moved
-/// into the task's log line by line after each call and when the task ends.
+/// Output captured from stdout or stderr: kept up to a cap per stream
+/// (held against the instance's memory limit), the rest dropped and
+/// counted, and moved into the task's log line by line after each call and
+/// when the task ends. Both streams of a task share one buffer record.
 #[derive(Clone)]
 pub(crate) struct CapturedOutput {
     inner: Arc<Mutex<Captured>>,
+    source: LogSource,
 }
 
 struct Captured {
-    bytes: Vec<u8>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
     cap: usize,
-    source: LogSource,
     task: TaskHandle,
     counters: Counters,
 }
 
 impl CapturedOutput {
-    fn new(cap: usize, source: LogSource, task: TaskHandle, counters: Counters) -> Self {
-        CapturedOutput { inner: Arc::new(Mutex::new(Captured { bytes: Vec::new(), cap, source, task, counters })) }
+    /// The task's stdout and stderr.
+    fn pair(cap: usize, task: TaskHandle, counters: Counters) -> (CapturedOutput, CapturedOutput) {
+        let inner = Arc::new(Mutex::new(Captured { stdout: Vec::new(), stderr: Vec::new(), cap, task, counters }));
+        (
+            CapturedOutput { inner: inner.clone(), source: LogSource::Stdout },
+            CapturedOutput { inner, source: LogSource::Stderr },
+        )
     }
 
     fn push(&self, data: &[u8]) {
-        let mut c = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let room = c.cap - c.bytes.len();
-        let mut take = room.min(data.len());
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let c = &mut *guard;
+        let bytes = if self.source == LogSource::Stderr { &mut c.stderr } else { &mut c.stdout };
+        let mut take = (c.cap - bytes.len()).min(data.len());
         // Kept bytes are host memory held for the instance.
         if !c.task.try_hold_memory(take as u64) {
             take = 0;
         }
-        c.bytes.extend_from_slice(&data[..take]);
+        bytes.extend_from_slice(&data[..take]);
         c.counters.add(STDIO_BYTES_DROPPED, (data.len() - take) as u64);
     }
 
-    /// Moves what was written into the task's log, a line each.
+    /// Moves what was written to both streams into the task's log, a line each.
     fn flush_to_log(&self) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).flush();
     }
@@ -403,15 +408,17 @@ impl CapturedOutput {
 
 impl Captured {
     fn flush(&mut self) {
-        if self.bytes.is_empty() {
-            return;
-        }
-        let text = String::from_utf8_lossy(&self.bytes).into_owned();
-        self.task.release_memory(self.bytes.len() as u64);
-        self.bytes.clear();
-        let level = if self.source == LogSource::Stderr { LogLevel::Warn } else { LogLevel::Info };
-        for line in text.lines() {
-            self.task.log.record(level, self.source, line, &[]);
+        for (source, level) in [(LogSource::Stdout, LogLevel::Info), (LogSource::Stderr, LogLevel::Warn)] {
+            let bytes = if source == LogSource::Stderr { &mut self.stderr } else { &mut self.stdout };
+            if bytes.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            self.task.release_memory(bytes.len() as u64);
+            bytes.clear();
+            for line in text.lines() {
+                self.task.log.record(level, source, line, &[]);
+            }
         }
     }
 }

@@ -145,17 +145,13 @@ pub struct Counters {
 impl Counters {
     /// Adds `n` to the counter at `index` (of the capability's counter names).
     pub fn add(&self, index: usize, n: u64) {
-        if index < self.len {
-            self.usage.capability_counters[self.offset + index].fetch_add(n, Relaxed);
+        if let Some(c) = self.usage.counter(self.offset + index).filter(|_| index < self.len) {
+            c.fetch_add(n, Relaxed);
         }
     }
 
     /// The counter's value so far.
     pub fn get(&self, index: usize) -> u64 {
-        if index < self.len {
-            self.usage.capability_counters[self.offset + index].load(Relaxed)
-        } else {
-            0
-        }
+        self.usage.counter(self.offset + index).filter(|_| index < self.len).map_or(0, |c| c.load(Relaxed))
     }
 }

@@ -3,8 +3,9 @@
 //! live in a second table, updated in the same write transaction as the
 //! data, so they are exact whatever writes race: a write that would take
 //! the namespace past the writer's quota is refused and nothing of it is
-//! written. Every operation runs on a blocking thread (a commit syncs to
-//! disk); none runs on an async worker.
+//! written. No operation runs on an async worker: a commit (it syncs to
+//! disk) runs on the blocking pool, and a read either there or in place
+//! after its worker has handed its other tasks on (see `RedbKv::read`).
 
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use std::collections::BTreeMap;
@@ -266,6 +267,26 @@ fn unavailable(e: impl std::fmt::Display) -> KvStoreError {
 }
 
 impl RedbKv {
+    /// Runs a read. On a multi-thread runtime it runs here, with the
+    /// worker's other tasks handed to another thread first
+    /// (`block_in_place`): this thread stops being an async worker while it
+    /// reads, and the read pays no thread hop. The read's time is charged by
+    /// the poll it runs in. Elsewhere (a current-thread runtime) it goes to
+    /// the blocking pool like a write.
+    async fn read<R: Send + 'static>(
+        &self,
+        cpu: &CpuMeter,
+        op: impl FnOnce(&RedbKv) -> Result<R, KvStoreError> + Send + 'static,
+    ) -> Result<R, KvStoreError> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| op(self))
+        } else {
+            self.blocking(cpu, op).await
+        }
+    }
+
     /// Runs `op` on a blocking thread, charging its CPU to the task.
     async fn blocking<R: Send + 'static>(
         &self,
@@ -283,7 +304,7 @@ impl RedbKv {
 impl KvBackend for RedbKv {
     async fn get(&self, ns: &str, key: &str, cpu: &CpuMeter) -> Result<Option<Vec<u8>>, KvStoreError> {
         let (ns, key) = (ns.to_string(), key.to_string());
-        self.blocking(cpu, move |s| s.get_now(&ns, &key)).await
+        self.read(cpu, move |s| s.get_now(&ns, &key)).await
     }
 
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, quota: Quota, cpu: &CpuMeter) -> Result<(), KvStoreError> {
@@ -330,12 +351,12 @@ impl KvBackend for RedbKv {
         cpu: &CpuMeter,
     ) -> Result<KeyPage, KvStoreError> {
         let (ns, prefix, after) = (ns.to_string(), prefix.to_string(), after.map(str::to_string));
-        self.blocking(cpu, move |s| s.list_now(&ns, &prefix, after.as_deref(), bound)).await
+        self.read(cpu, move |s| s.list_now(&ns, &prefix, after.as_deref(), bound)).await
     }
 
     async fn totals(&self, ns: &str) -> Result<NamespaceTotals, KvStoreError> {
         let ns = ns.to_string();
-        self.blocking(&CpuMeter::none(), move |s| s.totals_now(&ns).map_err(KvStoreError::Unavailable)).await
+        self.read(&CpuMeter::none(), move |s| s.totals_now(&ns).map_err(KvStoreError::Unavailable)).await
     }
 }
 
