@@ -143,8 +143,8 @@ impl Registry {
             );
         };
         let label = cap.audit_name(&interface);
-        let version = name.version.and_then(|v| semver::Version::parse(v).ok());
-        let Some(version) = version.filter(|v| interface.serves(v)) else {
+        let served = name.version.and_then(|v| semver::Version::parse(v).ok()).is_some_and(|v| interface.serves(&v));
+        if !served {
             let asked = name.version.map_or("no version".to_string(), |v| format!("version {v}"));
             return refused(
                 label,
@@ -154,8 +154,7 @@ impl Registry {
                      and a pre-release only itself); rebuild the agent against this host's WIT"
                 ),
             );
-        };
-        debug_assert!(interface.serves(&version));
+        }
         let (verdict, detail) = match cap.decide(&interface, grants.get(index)) {
             Decision::Granted(d) => (Verdict::Granted, d),
             Decision::Inert(d) => (Verdict::Inert, d),
