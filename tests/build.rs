@@ -48,6 +48,7 @@ fn main() {
                 "fork-bomb",
                 "crowd-probe",
                 "exit-early",
+                "random-probe",
             ][..],
         ),
     ] {

@@ -15,6 +15,7 @@ fn spawn(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
 
     let floor = Floor::new(&bytes);
+    let floor_epochs = Floor::with_epoch_checks(&bytes);
     let host =
         Host::new(HostConfig { data_dir: dir.path().into(), max_instances: 16, ..HostConfig::default() }).unwrap();
     let agent = host.load("word-count", &bytes, Policy::default()).unwrap();
@@ -33,6 +34,9 @@ fn spawn(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("spawn");
     group.bench_function("floor", |b| b.to_async(&rt).iter(|| floor.run(INPUT)));
+    // The floor with the epoch checks that Chimera's CPU limit compiles into
+    // the guest's code: how much of the gap they are.
+    group.bench_function("floor_epoch_checks", |b| b.to_async(&rt).iter(|| floor_epochs.run(INPUT)));
     group.bench_function("chimera", |b| b.to_async(&rt).iter(|| host.run(&agent, INPUT)));
     // The same with per-task metrics off: the cost of metrics.
     group.bench_function("chimera_metrics_off", |b| b.to_async(&rt).iter(|| quiet.run(&quiet_agent, INPUT)));

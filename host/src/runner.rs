@@ -124,11 +124,16 @@ impl HostInner {
         let outcome = if input.len() as u64 > limits.max_input_bytes {
             Err(TaskError::InputTooLarge { size: input.len() as u64, limit: limits.max_input_bytes })
         } else {
-            let timeout = Duration::from_millis(limits.timeout_ms);
-            let deadline = chain.deadline;
-            // Children inherit the earlier of this task's deadline and timeout.
-            let ends = tokio::time::Instant::now() + timeout;
-            chain.deadline = Some(deadline.map_or(ends, |d| d.min(ends)));
+            // One timer for the earlier of the timeout and the deadline;
+            // children inherit it as their deadline.
+            let timeout_at = tokio::time::Instant::from_std(started) + Duration::from_millis(limits.timeout_ms);
+            let ends = chain.deadline.map_or(timeout_at, |d| d.min(timeout_at));
+            let ended = if ends < timeout_at {
+                TaskError::DeadlineExceeded
+            } else {
+                TaskError::Timeout { limit_ms: limits.timeout_ms }
+            };
+            chain.deadline = Some(ends);
             let store = self.new_store(agent, &task, chain);
             let cancelled = async {
                 match cancel {
@@ -136,20 +141,14 @@ impl HostInner {
                     None => std::future::pending().await,
                 }
             };
-            let deadline = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let run = crate::cpu::Metered::new(self.instantiate_and_call(agent, store, input), task.usage.clone());
+            // Biased, the task first: one that ends in its first poll (most
+            // do) never registers the timer.
             tokio::select! {
-                r = tokio::time::timeout(timeout, Box::pin(run)) => match r {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
-                },
+                biased;
+                outcome = Box::pin(run) => outcome,
+                _ = tokio::time::sleep_until(ends) => Err(ended),
                 _ = cancelled => Err(TaskError::Cancelled),
-                _ = deadline => Err(TaskError::DeadlineExceeded),
             }
         };
         // The store is gone by now: what its capabilities held for the log is in it.

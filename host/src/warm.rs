@@ -30,7 +30,6 @@ pub struct WarmInstance {
     task: TaskHandle,
     /// Why the instance can no longer be called.
     broken: Option<String>,
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Host {
@@ -41,8 +40,7 @@ impl Host {
         let task = self.accounts(&agent, 0);
         let mut store = self.new_store(&agent, &task, CallChain::default());
         let instance = self.instantiate(&agent, &mut store).await?;
-        let timer = Box::pin(tokio::time::sleep(Duration::ZERO));
-        Ok(WarmInstance { host: self.clone(), agent, store, instance, task, broken: None, timer })
+        Ok(WarmInstance { host: self.clone(), agent, store, instance, task, broken: None })
     }
 }
 
@@ -69,13 +67,13 @@ impl WarmInstance {
         self.store.data_mut().cpu_ticks = 0;
         self.store.set_epoch_deadline(1);
         let ends = tokio::time::Instant::now() + Duration::from_millis(limits.timeout_ms);
-        // One timer for the instance's life, moved for each call.
-        self.timer.as_mut().reset(ends);
         let call = self.host.call(&self.agent, &mut self.store, &self.instance, input);
+        // Biased, the call first: one that ends in its first poll (most do)
+        // never registers the timer.
         let outcome = tokio::select! {
             biased;
             r = crate::cpu::Metered::new(call, usage) => r,
-            _ = self.timer.as_mut() => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
+            _ = tokio::time::sleep_until(ends) => Err(TaskError::Timeout { limit_ms: limits.timeout_ms }),
         };
         if let Err(e) = &outcome {
             // A trap, or a call abandoned mid-flight: the instance is not re-entrant now.

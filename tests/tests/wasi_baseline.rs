@@ -60,3 +60,39 @@ async fn clock_resolution_follows_the_policy() {
     let step = seen["finest_clock_step_ns"].as_u64().unwrap();
     assert!(step >= 50_000_000 && step.is_multiple_of(50_000_000), "clock step {step} ns is not a multiple of 50 ms");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_is_fresh_per_task_and_one_call_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let probe = host.load("random-probe", &component(artifacts::RANDOM_PROBE), policy("")).unwrap();
+    let mut seeds = Vec::new();
+    let mut bytes = Vec::new();
+    for _ in 0..3 {
+        let r = host.run(&probe, "probe").await;
+        let seen: Value = serde_json::from_str(r.outcome.as_ref().unwrap()).unwrap();
+        // One task's seed is the same at every call (a hash map seeds once).
+        assert_eq!(seen["seed"][0], seen["seed"][1], "{seen}");
+        let b = seen["bytes"].as_str().unwrap().to_string();
+        assert_eq!(b.len(), 64);
+        seeds.push(seen["seed"][0].clone());
+        bytes.push(b);
+    }
+    // No two tasks share a seed or random bytes.
+    for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+        assert_ne!(seeds[i], seeds[j], "tasks {i} and {j} got the same insecure seed");
+        assert_ne!(bytes[i], bytes[j], "tasks {i} and {j} got the same random bytes");
+    }
+
+    // More than one call may ask for: refused before the host makes any.
+    let r = host.run(&probe, "huge").await;
+    match &r.outcome {
+        Err(chimera_host::TaskError::Trap { reason }) => assert!(
+            reason.contains("get-random-bytes asked for 2097152 bytes; one call may ask for at most 1048576"),
+            "{reason}"
+        ),
+        other => panic!("expected a trap naming the bound, got {other:?}"),
+    }
+    // The host lives on.
+    assert!(host.run(&probe, "probe").await.outcome.is_ok());
+}

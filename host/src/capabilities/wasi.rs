@@ -17,7 +17,6 @@ use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
 use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
-use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiView};
 
@@ -136,13 +135,13 @@ const PARTS: &[(&str, &str, Part, LinkFn)] = &[
         clocks::monotonic_clock::add_to_linker::<TaskData, WasiClocks>(l, TaskData::clocks)
     }),
     ("wasi:random", "random", Part::Random, |l| {
-        random::random::add_to_linker::<TaskData, WasiRandom>(l, TaskData::random)
+        random::random::add_to_linker::<TaskData, TaskRandom>(l, TaskRandom::of)
     }),
     ("wasi:random", "insecure", Part::Random, |l| {
-        random::insecure::add_to_linker::<TaskData, WasiRandom>(l, TaskData::random)
+        random::insecure::add_to_linker::<TaskData, TaskRandom>(l, TaskRandom::of)
     }),
     ("wasi:random", "insecure-seed", Part::Random, |l| {
-        random::insecure_seed::add_to_linker::<TaskData, WasiRandom>(l, TaskData::random)
+        random::insecure_seed::add_to_linker::<TaskData, TaskRandom>(l, TaskRandom::of)
     }),
     ("wasi:filesystem", "types", Part::Filesystem, |l| {
         filesystem::types::add_to_linker::<TaskData, WasiFilesystem>(l, TaskData::filesystem)
@@ -229,10 +228,28 @@ const STDIO_BYTES_DROPPED: usize = 0;
 #[derive(Debug, Default)]
 pub struct Wasi;
 
-/// WASI as one task sees it: its context and captured stdout/stderr.
+/// WASI as one task sees it: its context and captured stdout/stderr,
+/// built on the task's first WASI call (many agents make none, and a
+/// context costs about as much to build as the rest of a task's store).
 pub struct WasiTask {
-    ctx: WasiCtx,
-    stdio: CapturedOutput,
+    ctx: Option<(WasiCtx, CapturedOutput)>,
+    clock_resolution_ms: u64,
+    stdio_cap: usize,
+    task: TaskHandle,
+    counters: Counters,
+    /// The task's `insecure-seed`, drawn on first ask: the same for every
+    /// call of one task, never shared between tasks.
+    insecure_seed: Option<(u64, u64)>,
+}
+
+impl WasiTask {
+    fn ctx(&mut self) -> &mut WasiCtx {
+        let (ctx, _) = self.ctx.get_or_insert_with(|| {
+            let (stdout, stderr) = CapturedOutput::pair(self.stdio_cap, self.task.clone(), self.counters.clone());
+            (locked_down_ctx(self.clock_resolution_ms, stdout.clone(), stderr), stdout)
+        });
+        ctx
+    }
 }
 
 impl Capability for Wasi {
@@ -349,13 +366,20 @@ impl Capability for Wasi {
     }
 
     fn instantiate(&self, grant: &WasiGrant, cx: &TaskContext<'_>) -> WasiTask {
-        let cap = cx.limits().stdio_bytes as usize;
-        let (stdout, stderr) = CapturedOutput::pair(cap, cx.task().clone(), cx.counters());
-        WasiTask { stdio: stdout.clone(), ctx: locked_down_ctx(grant, stdout, stderr) }
+        WasiTask {
+            ctx: None,
+            clock_resolution_ms: grant.clock_resolution_ms,
+            stdio_cap: cx.limits().stdio_bytes as usize,
+            task: cx.task().clone(),
+            counters: cx.counters(),
+            insecure_seed: None,
+        }
     }
 
     fn end_call(&self, task: &mut WasiTask) {
-        task.stdio.flush_to_log();
+        if let Some((_, stdio)) = &task.ctx {
+            stdio.flush_to_log();
+        }
     }
 }
 
@@ -493,6 +517,72 @@ impl tokio::io::AsyncWrite for CapturedOutput {
     }
 }
 
+/// `wasi:random` for one task, served from the host thread's generator
+/// (rand's `ThreadRng`: ChaCha, seeded and reseeded from the OS, so also
+/// fit for `get-random-bytes`) rather than generators built per task:
+/// nothing to build for a task, nothing shared between tasks. A call's
+/// bytes are bounded by [`MAX_RANDOM_BYTES`] and held against the
+/// instance's memory limit while they are made.
+struct TaskRandom;
+
+impl HasData for TaskRandom {
+    type Data<'a> = &'a mut WasiTask;
+}
+
+impl TaskRandom {
+    fn of(data: &mut TaskData) -> &mut WasiTask {
+        data.state::<WasiTask>()
+    }
+}
+
+impl WasiTask {
+    fn random_bytes(&self, len: u64, call: &str) -> wasmtime::Result<Vec<u8>> {
+        if len > MAX_RANDOM_BYTES {
+            return Err(wasmtime::Error::msg(format!(
+                "{call} asked for {len} bytes; one call may ask for at most {MAX_RANDOM_BYTES}"
+            )));
+        }
+        if !self.task.try_hold_memory(len) {
+            return Err(wasmtime::Error::msg(format!(
+                "{call} asked for {len} bytes, more than the instance's memory limit leaves"
+            )));
+        }
+        let mut bytes = vec![0; len as usize];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        self.task.release_memory(len);
+        Ok(bytes)
+    }
+}
+
+impl random::random::Host for &mut WasiTask {
+    fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        self.random_bytes(len, "get-random-bytes")
+    }
+
+    fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
+        Ok(rand::RngCore::next_u64(&mut rand::rng()))
+    }
+}
+
+impl random::insecure::Host for &mut WasiTask {
+    fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        self.random_bytes(len, "get-insecure-random-bytes")
+    }
+
+    fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
+        Ok(rand::RngCore::next_u64(&mut rand::rng()))
+    }
+}
+
+impl random::insecure_seed::Host for &mut WasiTask {
+    fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
+        Ok(*self.insecure_seed.get_or_insert_with(|| {
+            let mut rng = rand::rng();
+            (rand::RngCore::next_u64(&mut rng), rand::RngCore::next_u64(&mut rng))
+        }))
+    }
+}
+
 /// A wall clock that only moves in steps of `resolution`.
 struct CoarseWallClock {
     resolution: Duration,
@@ -527,15 +617,16 @@ impl HostMonotonicClock for CoarseMonotonicClock {
     }
 }
 
+/// Most bytes one `get-random-bytes` call may ask for.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
 /// Builds the locked-down WASI context of one task: no preopens, no
 /// environment, no arguments, empty stdin, captured stdout/stderr, coarse
 /// clocks, and no network: this is what an inert filesystem or inert sockets
 /// stand on, so the denials below are the ones an agent meets.
-/// Most bytes one `get-random-bytes` call may ask for.
-pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
-fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr: CapturedOutput) -> WasiCtx {
-    let resolution = Duration::from_millis(grant.clock_resolution_ms);
+fn locked_down_ctx(clock_resolution_ms: u64, stdout: CapturedOutput, stderr: CapturedOutput) -> WasiCtx {
+    let resolution = Duration::from_millis(clock_resolution_ms);
     let mut b = WasiCtxBuilder::new();
     b.stdout(stdout)
         .stderr(stderr)
@@ -545,9 +636,7 @@ fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr: CapturedOu
         .allow_tcp(false)
         .allow_udp(false)
         .socket_addr_check(|_, _| Box::pin(async { false }))
-        // The host allocates what `get-random-bytes` asks for before the
-        // guest's memory limit sees it: bound one call (wasmtime's default
-        // is 64 MiB).
+        // `wasi:random` is served by `TaskRandom`; bound this one too.
         .max_random_size(MAX_RANDOM_BYTES);
     b.build()
 }
@@ -555,6 +644,6 @@ fn locked_down_ctx(grant: &WasiGrant, stdout: CapturedOutput, stderr: CapturedOu
 impl WasiView for TaskData {
     fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
         let (wasi, table) = self.state_and_table::<WasiTask>();
-        wasmtime_wasi::WasiCtxView { ctx: &mut wasi.ctx, table }
+        wasmtime_wasi::WasiCtxView { ctx: wasi.ctx(), table }
     }
 }
