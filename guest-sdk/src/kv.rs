@@ -14,6 +14,13 @@ pub fn get_string(key: &str) -> Result<Option<String>, KvError> {
     Ok(kv::get(key)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
+/// The values at `keys`, in order, in one host call (at most the policy's
+/// `max_batch_keys` keys).
+pub fn get_many<K: AsRef<str>>(keys: &[K]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+    let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_string()).collect();
+    kv::get_many(&keys)
+}
+
 /// Stores `value` at `key`.
 pub fn set(key: &str, value: impl AsRef<[u8]>) -> Result<(), KvError> {
     kv::set(key, value.as_ref())

@@ -101,6 +101,41 @@ async fn kv_values_persist_across_tasks_and_host_restarts_and_stay_in_their_name
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn kv_get_many_reads_a_page_of_values_in_one_call_within_max_batch_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_in(dir.path());
+    let counter = component(artifacts::KV_COUNTER);
+    let agent = host.load("many", &counter, policy("[capabilities.logging]\n[capabilities.kv]\n")).unwrap();
+    for (key, by) in [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)] {
+        let r = host.run(&agent, &json!({"key": key, "by": by}).to_string()).await;
+        assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    }
+    let r = host.run(&agent, r#"{"list":true}"#).await;
+    assert_eq!(output_json(&r.outcome), json!({"counters": [["a", 1], ["b", 2], ["c", 3], ["d", 4], ["e", 5]]}));
+    // One list-keys page and one get-many: two calls, a read for the page and one per key.
+    assert_eq!((r.usage.calls("kv"), r.usage.counter("kv", "reads")), (2, 6));
+
+    // The same namespace under a grant that reads at most 2 keys a call:
+    // refused before any key is read, and the refusal names the limit.
+    let narrow = host
+        .load(
+            "narrow",
+            &counter,
+            policy("[capabilities.logging]\n[capabilities.kv]\nnamespace = \"many\"\nmax_batch_keys = 2\n"),
+        )
+        .unwrap();
+    let r = host.run(&narrow, r#"{"list":true}"#).await;
+    match &r.outcome {
+        Err(TaskError::Agent { message, retryable: false }) => {
+            assert!(message.contains("get-many asked for 5 keys; the limit is 2 (max_batch_keys)"), "{message}")
+        }
+        other => panic!("expected the agent to report the refusal, got {other:?}"),
+    }
+    assert_eq!((r.usage.calls("kv"), r.usage.counter("kv", "reads")), (1, 1), "only the page was read");
+    assert!(host.run(&agent, r#"{"key":"a","peek":true}"#).await.outcome.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn kv_read_only_grant_refuses_writes_with_a_typed_denial() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_in(dir.path());

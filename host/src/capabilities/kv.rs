@@ -24,6 +24,10 @@ use crate::task_data::TaskData;
 /// may stop it sooner.
 pub const MAX_PAGE_BYTES: u64 = 1 << 20;
 
+/// Most value bytes one get-many call carries; the instance's memory limit
+/// may stop it sooner.
+pub const MAX_BATCH_BYTES: u64 = 64 << 20;
+
 /// An oversized key whose decoding could cost at most this much is decoded
 /// to report its exact size (no more than an accepted key can cost); a
 /// larger one is refused from its length alone.
@@ -44,6 +48,8 @@ pub struct KvGrant {
     /// Most keys returned by one list-keys call (a page also stops at 1 MiB
     /// of keys, or sooner if the instance's memory limit leaves less).
     pub max_page_keys: u32,
+    /// Most keys one get-many call may read.
+    pub max_batch_keys: u32,
     /// Most keys the namespace may hold. Agents sharing a namespace share
     /// its contents: the quota of the agent writing applies to them.
     pub max_keys: u64,
@@ -59,6 +65,7 @@ impl Default for KvGrant {
             max_key_bytes: 512,
             max_value_bytes: 64 << 10,
             max_page_keys: 256,
+            max_batch_keys: 256,
             max_keys: 10_000,
             max_bytes: 64 << 20,
         }
@@ -132,6 +139,7 @@ impl Capability for Kv {
         check_range("capabilities.kv.max_key_bytes", g.max_key_bytes, 1, 64 << 10)?;
         check_range("capabilities.kv.max_value_bytes", g.max_value_bytes, 1, 64 << 20)?;
         check_range("capabilities.kv.max_page_keys", g.max_page_keys.into(), 1, 10_000)?;
+        check_range("capabilities.kv.max_batch_keys", g.max_batch_keys.into(), 1, 10_000)?;
         check_range("capabilities.kv.max_keys", g.max_keys, 1, 100_000_000)?;
         check_range("capabilities.kv.max_bytes", g.max_bytes, 1, 64 << 30)
     }
@@ -199,6 +207,55 @@ fn lift_key(
     }
 }
 
+/// Reads the keys of a get-many call: their count checked against
+/// `max_batch_keys` before any is read, each key as [`lift_key`] reads it,
+/// and the decoded keys held against the instance's memory limit (the
+/// caller releases them).
+fn lift_keys(
+    store: &mut StoreContextMut<'_, TaskData>,
+    keys: &WasmList<GuestStr>,
+) -> wasmtime::Result<Result<Vec<String>, KvError>> {
+    let max = store.data().state_ref::<KvTask>().shared.grant.max_batch_keys as usize;
+    if keys.len() > max {
+        return Ok(Err(KvError::TooLarge(format!(
+            "get-many asked for {} keys; the limit is {max} (max_batch_keys)",
+            keys.len()
+        ))));
+    }
+    let guest_keys: Vec<GuestStr> =
+        (0..keys.len()).filter_map(|i| keys.get(&mut *store, i)).collect::<Result<_, _>>()?;
+    let mut lifted: Vec<String> = Vec::with_capacity(guest_keys.len());
+    let mut refusal = None;
+    for (i, key) in guest_keys.iter().enumerate() {
+        match lift_key(store, &format!("key {i}"), key) {
+            Ok(Ok(key)) if store.data().state_ref::<KvTask>().task.try_hold_memory(key.len() as u64) => {
+                lifted.push(key)
+            }
+            Ok(Ok(_)) => {
+                refusal = Some(Ok(Err(KvError::TooLarge(
+                    "the keys come to more than the instance's memory limit ([limits] memory_mib) leaves".into(),
+                ))));
+                break;
+            }
+            Ok(Err(e)) => {
+                refusal = Some(Ok(Err(e)));
+                break;
+            }
+            Err(trap) => {
+                refusal = Some(Err(trap));
+                break;
+            }
+        }
+    }
+    match refusal {
+        None => Ok(Ok(lifted)),
+        Some(r) => {
+            store.data().state_ref::<KvTask>().task.release_memory(lifted.iter().map(|k| k.len() as u64).sum());
+            r
+        }
+    }
+}
+
 /// Copies a value out of guest memory only if it is within the grant's size.
 fn lift_value(store: &StoreContextMut<'_, TaskData>, value: &WasmList<u8>) -> Result<Vec<u8>, KvError> {
     let max = store.data().state_ref::<KvTask>().shared.grant.max_value_bytes;
@@ -231,6 +288,15 @@ fn link_checked(interface: &Interface, l: &mut Linker<TaskData>) -> wasmtime::Re
         Box::new(async move {
             let key = lifted!(store, lift_key(&store, "key", &key)?);
             Ok((store.data_mut().state::<KvTask>().get(key).await?,))
+        })
+    })?;
+    i.func_wrap_async("get-many", |mut store: StoreContextMut<'_, TaskData>, (keys,): (WasmList<GuestStr>,)| {
+        Box::new(async move {
+            let keys = lifted!(store, lift_keys(&mut store, &keys)?);
+            let task = store.data_mut().state::<KvTask>();
+            let result = task.get_many(&keys).await;
+            task.task.release_memory(keys.iter().map(|k| k.len() as u64).sum());
+            Ok((result?,))
         })
     })?;
     i.func_wrap_async("set", |mut store: StoreContextMut<'_, TaskData>, (key, value): (GuestStr, WasmList<u8>)| {
@@ -288,6 +354,10 @@ fn to_wit(e: KvStoreError, page_bytes: u64) -> KvError {
         KvStoreError::InvalidValue(m) => KvError::InvalidValue(m),
         KvStoreError::PageTooSmall { next_key_bytes } if page_bytes < MAX_PAGE_BYTES => KvError::TooLarge(format!(
             "the next key is {next_key_bytes} bytes; the instance's memory limit ([limits] memory_mib) leaves no room for it"
+        )),
+        KvStoreError::BatchTooLarge { max_bytes } => KvError::TooLarge(format!(
+            "the values come to more than {max_bytes} bytes, what one get-many call may carry within the \
+             instance's memory limit ([limits] memory_mib); read fewer keys at once"
         )),
         KvStoreError::PageTooSmall { next_key_bytes } => {
             KvError::TooLarge(format!("the next key is {next_key_bytes} bytes; a page holds at most {MAX_PAGE_BYTES}"))
@@ -364,6 +434,30 @@ impl KvTask {
         let (s, cpu) = self.parts();
         let check = self.check_key(&key);
         self.op(false, check, 0, async { s.backend.get(&s.namespace, &key, &cpu).await }).await
+    }
+
+    async fn get_many(&mut self, keys: &[String]) -> wasmtime::Result<Result<Vec<Option<Vec<u8>>>, KvError>> {
+        let (s, cpu) = self.parts();
+        let check = keys.iter().try_for_each(|k| self.check_key(k));
+        // The values are host memory held for the instance until they are
+        // in its memory: at most what its limit leaves, and 64 MiB.
+        let usage = &self.task.usage;
+        let max_bytes = usage.memory_limit.saturating_sub(usage.current_bytes()).min(MAX_BATCH_BYTES);
+        let task = self.task.clone();
+        if check.is_ok() {
+            // One call, a read per key (`op` counts the first).
+            self.counters.add(READS, keys.len().saturating_sub(1) as u64);
+        }
+        self.op(false, check, 0, async {
+            let values = s.backend.get_many(&s.namespace, keys, max_bytes, &cpu).await?;
+            let bytes: u64 = values.iter().flatten().map(|v| v.len() as u64).sum();
+            if !task.try_hold_memory(bytes) {
+                return Err(KvStoreError::BatchTooLarge { max_bytes });
+            }
+            task.release_memory(bytes);
+            Ok(values)
+        })
+        .await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), KvError>> {

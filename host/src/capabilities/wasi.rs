@@ -624,7 +624,6 @@ pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 /// environment, no arguments, empty stdin, captured stdout/stderr, coarse
 /// clocks, and no network: this is what an inert filesystem or inert sockets
 /// stand on, so the denials below are the ones an agent meets.
-
 fn locked_down_ctx(clock_resolution_ms: u64, stdout: CapturedOutput, stderr: CapturedOutput) -> WasiCtx {
     let resolution = Duration::from_millis(clock_resolution_ms);
     let mut b = WasiCtxBuilder::new();

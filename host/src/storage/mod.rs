@@ -103,6 +103,12 @@ pub enum KvStoreError {
         /// Its size.
         next_key_bytes: u64,
     },
+    /// The values of a batch read come to more bytes than the call may carry.
+    #[error("the values come to more than {max_bytes} bytes")]
+    BatchTooLarge {
+        /// What the call could carry.
+        max_bytes: u64,
+    },
     /// The store failed; the operation may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -117,6 +123,31 @@ pub enum KvStoreError {
 pub trait KvBackend: Send + Sync + 'static {
     /// The value at `key`.
     async fn get(&self, ns: &str, key: &str, cpu: &CpuMeter) -> Result<Option<Vec<u8>>, KvStoreError>;
+
+    /// The values at `keys`, in order, in one round trip where the backend
+    /// can (one read transaction, one `MGET`). Fails with
+    /// [`KvStoreError::BatchTooLarge`], having copied no more than
+    /// `max_bytes`, when the values together come to more than that. The
+    /// default reads key by key.
+    async fn get_many(
+        &self,
+        ns: &str,
+        keys: &[String],
+        max_bytes: u64,
+        cpu: &CpuMeter,
+    ) -> Result<Vec<Option<Vec<u8>>>, KvStoreError> {
+        let mut values = Vec::with_capacity(keys.len());
+        let mut total = 0u64;
+        for key in keys {
+            let value = self.get(ns, key, cpu).await?;
+            total = total.saturating_add(value.as_ref().map_or(0, |v| v.len() as u64));
+            if total > max_bytes {
+                return Err(KvStoreError::BatchTooLarge { max_bytes });
+            }
+            values.push(value);
+        }
+        Ok(values)
+    }
 
     /// Stores `value` at `key`.
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, quota: Quota, cpu: &CpuMeter) -> Result<(), KvStoreError>;

@@ -105,6 +105,32 @@ impl RedbKv {
         Ok(table.get((ns, key)).map_err(unavailable)?.map(|v| v.value().to_vec()))
     }
 
+    /// The values at `keys` from one read transaction, each value's size
+    /// checked against what is left of `max_bytes` before it is copied.
+    pub(crate) fn get_many_now(
+        &self,
+        ns: &str,
+        keys: &[String],
+        max_bytes: u64,
+    ) -> Result<Vec<Option<Vec<u8>>>, KvStoreError> {
+        let tx = self.db.begin_read().map_err(unavailable)?;
+        let table = tx.open_table(TABLE).map_err(unavailable)?;
+        let mut left = max_bytes;
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = match table.get((ns, key.as_str())).map_err(unavailable)? {
+                Some(guard) => {
+                    let bytes = guard.value();
+                    left = left.checked_sub(bytes.len() as u64).ok_or(KvStoreError::BatchTooLarge { max_bytes })?;
+                    Some(bytes.to_vec())
+                }
+                None => None,
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+
     pub(crate) fn set_now(&self, ns: &str, key: &str, value: Vec<u8>, quota: Quota) -> Result<(), KvStoreError> {
         self.update(ns, key, quota, |_| Ok((Change::Put(value), ())))
     }
@@ -307,6 +333,17 @@ impl KvBackend for RedbKv {
         self.read(cpu, move |s| s.get_now(&ns, &key)).await
     }
 
+    async fn get_many(
+        &self,
+        ns: &str,
+        keys: &[String],
+        max_bytes: u64,
+        cpu: &CpuMeter,
+    ) -> Result<Vec<Option<Vec<u8>>>, KvStoreError> {
+        let (ns, keys) = (ns.to_string(), keys.to_vec());
+        self.read(cpu, move |s| s.get_many_now(&ns, &keys, max_bytes)).await
+    }
+
     async fn set(&self, ns: &str, key: &str, value: Vec<u8>, quota: Quota, cpu: &CpuMeter) -> Result<(), KvStoreError> {
         let (ns, key) = (ns.to_string(), key.to_string());
         self.blocking(cpu, move |s| s.set_now(&ns, &key, value, quota)).await
@@ -482,6 +519,19 @@ mod tests {
         // Writes go on from the counted totals.
         s.set_now("a", "three", b"333".to_vec(), ROOMY).unwrap();
         assert_eq!(kept(&s, "a"), totals(3, 17));
+    }
+
+    #[test]
+    fn get_many_reads_in_order_and_stops_at_its_byte_bound() {
+        let s = store();
+        s.set_now("a", "k1", vec![1; 100], ROOMY).unwrap();
+        s.set_now("a", "k2", vec![2; 100], ROOMY).unwrap();
+        s.set_now("b", "k3", vec![3; 5], ROOMY).unwrap();
+        let keys: Vec<String> = ["k2", "k3", "k1"].iter().map(|k| k.to_string()).collect();
+        // k3 is another namespace's: absent here.
+        assert_eq!(s.get_many_now("a", &keys, 200).unwrap(), vec![Some(vec![2; 100]), None, Some(vec![1; 100])]);
+        assert_eq!(s.get_many_now("a", &keys, 199), Err(KvStoreError::BatchTooLarge { max_bytes: 199 }));
+        assert_eq!(s.get_many_now("a", &[], 0).unwrap(), Vec::<Option<Vec<u8>>>::new());
     }
 
     #[test]

@@ -36,12 +36,20 @@ const PREFIX: &str = "counter/";
 
 fn run(input: Input) -> Result<Output, Error> {
     if input.list {
+        // A page of keys, then their values in one call.
         let mut counters = Vec::new();
-        for key in kv::list_keys(PREFIX)? {
-            let value = kv::get_string(&key)?.unwrap_or_default();
-            counters.push((key[PREFIX.len()..].to_string(), value.parse().unwrap_or(0)));
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = kv::list_page(PREFIX, cursor.as_deref(), 64)?;
+            for (key, value) in page.keys.iter().zip(kv::get_many(&page.keys)?) {
+                let value = value.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+                counters.push((key[PREFIX.len()..].to_string(), value.parse().unwrap_or(0)));
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(Output::All { counters }),
+            }
         }
-        return Ok(Output::All { counters });
     }
     let key = input.key.ok_or_else(|| Error::new("give a \"key\" to count, or \"list\": true"))?;
     let stored = format!("{PREFIX}{key}");
