@@ -80,12 +80,16 @@ fn warm_call(c: &mut Criterion) {
     let floor = Floor::new(&bytes);
     let host = host(dir.path());
     let agent = Arc::new(host.load("word-count", &bytes, Policy::default()).unwrap());
+    let floor_epochs = Floor::with_epoch_checks(&bytes);
     let mut floor_warm = rt.block_on(floor.warm());
+    let mut floor_epochs_warm = rt.block_on(floor_epochs.warm());
     let mut warm = rt.block_on(host.warm(agent)).unwrap();
     let input = r#"{"text":"a"}"#;
     assert_eq!(rt.block_on(warm.call(input)).as_deref(), Ok(rt.block_on(floor_warm.call(input)).as_str()));
     let mut group = c.benchmark_group("warm_call");
     group.bench_function("floor", |b| b.iter(|| rt.block_on(floor_warm.call(input))));
+    // The floor with the epoch checks that the CPU limit compiles in.
+    group.bench_function("floor_epoch_checks", |b| b.iter(|| rt.block_on(floor_epochs_warm.call(input))));
     group.bench_function("chimera", |b| b.iter(|| rt.block_on(warm.call(input)).unwrap()));
     group.finish();
 }

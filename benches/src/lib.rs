@@ -77,6 +77,9 @@ impl Floor {
     pub async fn warm(&self) -> FloorWarm {
         let mut store =
             Store::new(&self.engine, FloorState { wasi: WasiCtx::builder().build(), table: ResourceTable::new() });
+        if self.epochs {
+            store.set_epoch_deadline(u64::MAX);
+        }
         let instance = self.pre.instantiate_async(&mut store).await.unwrap();
         FloorWarm { store, instance }
     }

@@ -6,7 +6,11 @@
 //!   (instructions per spawn, whatever else the machine is doing);
 //! - `bench-spawn-profile both N ROUNDS`: rounds of N spawns of each side in
 //!   turn, printing the median ratio of the rounds (drift on a shared
-//!   machine hits both sides of a round alike).
+//!   machine hits both sides of a round alike);
+//! - `bench-spawn-profile warm N ROUNDS`: the same for calls into a live
+//!   instance, against the floor with epoch checks compiled in (a warm
+//!   call's gap to the plain floor is those checks; see `warm_call` in the
+//!   `host` benchmark for both floors).
 //!
 //! The criterion benchmark `spawn` remains the figure of record.
 
@@ -37,6 +41,16 @@ async fn chimera_runs(host: &Host, agent: &Agent, n: usize) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
+fn report(mut ratios: Vec<f64>) {
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "ratio median {:.3}× (min {:.3}, max {:.3})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let side = args.next().unwrap_or_else(|| "both".into());
@@ -54,7 +68,7 @@ fn main() {
         ..HostConfig::default()
     })
     .unwrap();
-    let agent = host.load("word-count", &bytes, Policy::default()).unwrap();
+    let agent = std::sync::Arc::new(host.load("word-count", &bytes, Policy::default()).unwrap());
     rt.block_on(async {
         match side.as_str() {
             "floor" => eprintln!("floor: {n} spawns, {:.2} µs each", floor_runs(&floor, n).await),
@@ -67,15 +81,30 @@ fn main() {
                     eprintln!("round {round}: chimera {c:.2} µs, floor {f:.2} µs, {:.3}×", c / f);
                     ratios.push(c / f);
                 }
-                ratios.sort_by(f64::total_cmp);
-                eprintln!(
-                    "ratio median {:.3}× (min {:.3}, max {:.3})",
-                    ratios[ratios.len() / 2],
-                    ratios[0],
-                    ratios[ratios.len() - 1]
-                );
+                report(ratios);
             }
-            other => panic!("unknown side `{other}`: floor, chimera or both"),
+            "warm" => {
+                let floor = Floor::with_epoch_checks(&bytes);
+                let mut floor_warm = floor.warm().await;
+                let mut warm = host.warm(agent.clone()).await.unwrap();
+                let mut ratios = Vec::new();
+                for round in 0..rounds {
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        std::hint::black_box(floor_warm.call(INPUT).await);
+                    }
+                    let f = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        std::hint::black_box(warm.call(INPUT).await.unwrap());
+                    }
+                    let c = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+                    eprintln!("round {round}: chimera {c:.3} µs, floor {f:.3} µs, {:.3}×", c / f);
+                    ratios.push(c / f);
+                }
+                report(ratios);
+            }
+            other => panic!("unknown side `{other}`: floor, chimera, both or warm"),
         }
     });
 }
