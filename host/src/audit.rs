@@ -6,10 +6,16 @@ use serde::Serialize;
 use crate::capability::{GrantAudit, ImportDecision, Verdict};
 use crate::policy::Limits;
 
+/// The version of [`AuditReport`]'s JSON form: raised when a field changes
+/// meaning or goes away (new fields may appear without it).
+pub const AUDIT_SCHEMA_VERSION: u32 = 1;
+
 /// The audit of one component under one policy.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct AuditReport {
+    /// [`AUDIT_SCHEMA_VERSION`].
+    pub schema_version: u32,
     /// The agent's name.
     pub agent: String,
     /// Component size in bytes.

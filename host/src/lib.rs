@@ -60,7 +60,7 @@ mod warm;
 mod registry_tests;
 
 pub use agent::Agent;
-pub use audit::AuditReport;
+pub use audit::{AuditReport, AUDIT_SCHEMA_VERSION};
 pub use calls::AgentCaller;
 pub use capability::{Capability, Decision, ImportDecision, Interface, Registry, Verdict};
 pub use config::HostConfig;

@@ -113,6 +113,7 @@ impl HostInner {
         let mut limits = policy.limits.clone();
         limits.stack_kib = Some(self.config.stack_kib);
         Ok(AuditReport {
+            schema_version: crate::audit::AUDIT_SCHEMA_VERSION,
             agent: name.to_string(),
             component_bytes: bytes.len() as u64,
             component_sha256: hex(&Sha256::digest(bytes)),

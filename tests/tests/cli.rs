@@ -31,6 +31,9 @@ fn audit_json_is_valid_and_complete() {
     let out = chimera(&["audit", artifacts::KV_COUNTER, "--policy", policy.to_str().unwrap(), "--json"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(report["schema_version"], 1);
+    // Each key once (a duplicate would parse, the last one winning).
+    assert_eq!(text(&out.stdout).matches("\"stack_kib\"").count(), 1);
     assert_eq!(report["runnable"], true);
     let kv = report["grants"].as_array().unwrap().iter().find(|g| g["capability"] == "kv").unwrap();
     assert_eq!((kv["granted"].as_bool(), kv["section"].as_str()), (Some(true), Some("capabilities.kv")));
@@ -53,6 +56,43 @@ fn audit_json_is_valid_and_complete() {
         .unwrap()
         .iter()
         .any(|i| i["verdict"] == "refused" && i["capability"] == "wasi-filesystem"));
+}
+
+#[test]
+fn audit_table_gives_the_wasi_baseline_one_row_per_package_and_json_each_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = text(&chimera(&["audit", artifacts::WORD_COUNT], dir.path()).stdout);
+    let json: serde_json::Value =
+        serde_json::from_slice(&chimera(&["audit", artifacts::WORD_COUNT, "--json"], dir.path()).stdout).unwrap();
+    let cli_imports = json["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["import"].as_str().unwrap().starts_with("wasi:cli/"))
+        .count();
+    assert!(cli_imports > 1, "word-count imports several wasi:cli interfaces: {json}");
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("wasi:cli")).collect();
+    assert_eq!(rows.len(), 1, "{table}");
+    assert!(rows[0].contains(&format!(" ({cli_imports} interfaces)")) && rows[0].contains("granted"), "{}", rows[0]);
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["audit", artifacts::WORD_COUNT, "--json"][..], &["audit", artifacts::WORD_COUNT][..]] {
+        let mut child = Command::new(chimera_bin())
+            .args(args)
+            .env("CHIMERA_DATA_DIR", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the audit is written (as `| head` does).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "{args:?}");
+    }
 }
 
 #[test]

@@ -40,7 +40,7 @@ pub async fn submit(
             http.post(format!("{server}/v1/tasks")).json(&body).send().await.with_context(|| unreachable(&server))?;
         let id = answer(r).await?["id"].as_u64().context("no id in the answer")?;
         if !wait {
-            println!("{id}");
+            out!("{id}");
         }
         ids.push(id);
     }
@@ -77,10 +77,10 @@ pub async fn submit(
     let mut ok = true;
     for r in &records {
         match r["status"].as_str() {
-            Some("completed") => println!("{} {}", r["id"], r["output"].as_str().unwrap_or("")),
+            Some("completed") => out!("{} {}", r["id"], r["output"].as_str().unwrap_or("")),
             status => {
                 ok = false;
-                println!("{} {} {}", r["id"], status.unwrap_or("?"), r["error"]);
+                out!("{} {} {}", r["id"], status.unwrap_or("?"), r["error"]);
             }
         }
     }
@@ -93,13 +93,13 @@ fn is_final(status: &str) -> bool {
 
 pub async fn status(server: String, id: u64) -> Result<ExitCode> {
     let r = client()?.get(format!("{server}/v1/tasks/{id}")).send().await.with_context(|| unreachable(&server))?;
-    println!("{}", serde_json::to_string_pretty(&answer(r).await?)?);
+    out!("{}", serde_json::to_string_pretty(&answer(r).await?)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn cancel(server: String, id: u64) -> Result<ExitCode> {
     let r = client()?.delete(format!("{server}/v1/tasks/{id}")).send().await.with_context(|| unreachable(&server))?;
     let body = answer(r).await?;
-    println!("task {id}: {}", body["status"].as_str().unwrap_or("?"));
+    out!("task {id}: {}", body["status"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }

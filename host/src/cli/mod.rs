@@ -9,6 +9,15 @@ use std::process::ExitCode;
 
 use crate::{AuditReport, Host, HostBuilder, HostConfig, LogSource, Policy, Registry, TaskReport, Verdict};
 
+/// `println!` that hands back the write's error instead of panicking, so
+/// output piped into `head` ends quietly (see [`main_with`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod client;
 
 #[derive(Parser)]
@@ -131,11 +140,17 @@ pub fn main_with(extend: impl Fn(HostBuilder) -> HostBuilder) -> ExitCode {
         .init();
     match run_cli(cli, &extend) {
         Ok(code) => code,
+        // The reader went away (`| head`): nothing more to say to it.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<ExitCode> {
@@ -162,9 +177,9 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
             let name = policy.agent.name.clone().unwrap_or_else(|| stem(&component));
             let report = host.audit(&name, &bytes, &policy)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print_audit(&report);
+                print_audit(&report)?;
             }
             Ok(if report.runnable { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -268,7 +283,7 @@ fn stem(path: &Path) -> String {
 
 fn print_report(report: &TaskReport, json: bool, quiet: bool) -> Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        out!("{}", serde_json::to_string_pretty(report)?);
     } else {
         if !quiet {
             for line in &report.logs {
@@ -282,33 +297,70 @@ fn print_report(report: &TaskReport, json: bool, quiet: bool) -> Result<ExitCode
             }
         }
         match &report.outcome {
-            Ok(output) => println!("{output}"),
+            Ok(output) => out!("{output}"),
             Err(e) => eprintln!("error: task {} of agent `{}` failed: {e}", report.task_id, report.agent),
         }
     }
     Ok(if report.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn print_audit(r: &AuditReport) {
-    println!("agent {} ({} bytes)", r.agent, r.component_bytes);
-    println!();
-    let width = r.imports.iter().map(|d| d.import.len()).max().unwrap_or(6).max(6);
-    println!("{:<width$}  {:<15}  {:<8}  DETAIL", "IMPORT", "CAPABILITY", "VERDICT");
-    for d in &r.imports {
-        let verdict = match d.verdict {
+/// The audit table's rows: one per import, except that the WASI baseline's
+/// interfaces of one package, version and verdict share a row
+/// (`wasi:cli@0.2.6 (10 interfaces)`); `--json` lists each.
+fn table_rows(imports: &[crate::ImportDecision]) -> Vec<(String, &'static str, Verdict, String)> {
+    let mut rows: Vec<(String, &'static str, Verdict, String)> = Vec::new();
+    // (package, version, verdict) of a grouped row -> its index and interface names.
+    let mut groups: Vec<((String, String, Verdict), usize, Vec<String>)> = Vec::new();
+    for d in imports {
+        let parsed = d.import.split_once('/').and_then(|(package, rest)| {
+            let (name, version) = rest.split_once('@').unwrap_or((rest, ""));
+            package.starts_with("wasi:").then(|| (package.to_string(), name.to_string(), version.to_string()))
+        });
+        let Some((package, name, version)) = parsed else {
+            rows.push((d.import.clone(), d.capability, d.verdict, d.detail.clone()));
+            continue;
+        };
+        let key = (package, version, d.verdict);
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(group) => group.2.push(name),
+            None => {
+                groups.push((key, rows.len(), vec![name]));
+                rows.push((String::new(), d.capability, d.verdict, d.detail.clone()));
+            }
+        }
+    }
+    for ((package, version, _), row, names) in groups {
+        let at = if version.is_empty() { String::new() } else { format!("@{version}") };
+        rows[row].0 = if names.len() == 1 {
+            format!("{package}/{}{at}", names[0])
+        } else {
+            format!("{package}{at} ({} interfaces)", names.len())
+        };
+    }
+    rows
+}
+
+fn print_audit(r: &AuditReport) -> Result<()> {
+    out!("agent {} ({} bytes)", r.agent, r.component_bytes);
+    out!();
+    let rows = table_rows(&r.imports);
+    let width = rows.iter().map(|row| row.0.len()).max().unwrap_or(6).max(6);
+    out!("{:<width$}  {:<15}  {:<8}  DETAIL", "IMPORT", "CAPABILITY", "VERDICT");
+    for (import, capability, verdict, detail) in rows {
+        let verdict = match verdict {
             Verdict::Granted => "granted",
             Verdict::Inert => "inert",
             Verdict::Refused => "REFUSED",
         };
-        println!("{:<width$}  {:<15}  {:<8}  {}", d.import, d.capability, verdict, d.detail);
+        out!("{import:<width$}  {capability:<15}  {verdict:<8}  {detail}");
     }
     if r.imports.is_empty() {
-        println!("(no imports)");
+        out!("(no imports)");
     }
-    println!();
-    println!("exports: {}", r.exports.join(", "));
+    out!();
+    out!("exports: {}", r.exports.join(", "));
     let l = &r.limits;
-    println!(
+    out!(
         "limits: memory {} MiB, cpu {} ms, timeout {} ms, stack {} KiB, input {} B, output {} B, handles {}, stdio {} B",
         l.memory_mib,
         l.cpu_ms,
@@ -319,29 +371,30 @@ fn print_audit(r: &AuditReport) {
         l.resource_handles,
         l.stdio_bytes
     );
-    println!("component sha256: {}", r.component_sha256);
+    out!("component sha256: {}", r.component_sha256);
     for g in r.grants.iter().filter(|g| g.granted) {
         for line in &g.summary {
-            println!("{line}");
+            out!("{line}");
         }
     }
     let ungranted: Vec<&str> = r.grants.iter().filter(|g| !g.granted).map(|g| g.capability).collect();
     if !ungranted.is_empty() {
-        println!("not granted: {}", ungranted.join(", "));
+        out!("not granted: {}", ungranted.join(", "));
     }
     for p in &r.problems {
-        println!("problem: {p}");
+        out!("problem: {p}");
     }
-    println!();
+    out!();
     let refused = r.refused().count();
     let inert = r.imports.iter().filter(|d| d.verdict == Verdict::Inert).count();
     if r.runnable && inert > 0 {
-        println!("verdict: runnable: every import is granted, {inert} of them inert (linked with nothing behind them)");
+        out!("verdict: runnable: every import is granted, {inert} of them inert (linked with nothing behind them)");
     } else if r.runnable {
-        println!("verdict: runnable: every import is granted");
+        out!("verdict: runnable: every import is granted");
     } else if refused > 0 {
-        println!("verdict: REFUSED: {refused} import(s) not granted");
+        out!("verdict: REFUSED: {refused} import(s) not granted");
     } else {
-        println!("verdict: REFUSED");
+        out!("verdict: REFUSED");
     }
+    Ok(())
 }
