@@ -304,13 +304,24 @@ fn print_report(report: &TaskReport, json: bool, quiet: bool) -> Result<ExitCode
     Ok(if report.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// One row of the audit table: import, capability, verdict, detail.
+type Row = (String, &'static str, Verdict, String);
+
+/// WASI interfaces of one package, version and verdict sharing a row.
+struct WasiGroup {
+    package: String,
+    version: String,
+    verdict: Verdict,
+    row: usize,
+    names: Vec<String>,
+}
+
 /// The audit table's rows: one per import, except that the WASI baseline's
 /// interfaces of one package, version and verdict share a row
 /// (`wasi:cli@0.2.6 (10 interfaces)`); `--json` lists each.
-fn table_rows(imports: &[crate::ImportDecision]) -> Vec<(String, &'static str, Verdict, String)> {
-    let mut rows: Vec<(String, &'static str, Verdict, String)> = Vec::new();
-    // (package, version, verdict) of a grouped row -> its index and interface names.
-    let mut groups: Vec<((String, String, Verdict), usize, Vec<String>)> = Vec::new();
+fn table_rows(imports: &[crate::ImportDecision]) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut groups: Vec<WasiGroup> = Vec::new();
     for d in imports {
         let parsed = d.import.split_once('/').and_then(|(package, rest)| {
             let (name, version) = rest.split_once('@').unwrap_or((rest, ""));
@@ -320,21 +331,20 @@ fn table_rows(imports: &[crate::ImportDecision]) -> Vec<(String, &'static str, V
             rows.push((d.import.clone(), d.capability, d.verdict, d.detail.clone()));
             continue;
         };
-        let key = (package, version, d.verdict);
-        match groups.iter_mut().find(|g| g.0 == key) {
-            Some(group) => group.2.push(name),
+        match groups.iter_mut().find(|g| g.package == package && g.version == version && g.verdict == d.verdict) {
+            Some(group) => group.names.push(name),
             None => {
-                groups.push((key, rows.len(), vec![name]));
+                groups.push(WasiGroup { package, version, verdict: d.verdict, row: rows.len(), names: vec![name] });
                 rows.push((String::new(), d.capability, d.verdict, d.detail.clone()));
             }
         }
     }
-    for ((package, version, _), row, names) in groups {
-        let at = if version.is_empty() { String::new() } else { format!("@{version}") };
-        rows[row].0 = if names.len() == 1 {
-            format!("{package}/{}{at}", names[0])
+    for g in groups {
+        let at = if g.version.is_empty() { String::new() } else { format!("@{}", g.version) };
+        rows[g.row].0 = if g.names.len() == 1 {
+            format!("{}/{}{at}", g.package, g.names[0])
         } else {
-            format!("{package}{at} ({} interfaces)", names.len())
+            format!("{}{at} ({} interfaces)", g.package, g.names.len())
         };
     }
     rows
