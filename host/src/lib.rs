@@ -41,6 +41,8 @@ pub mod error;
 mod features;
 mod guest_args;
 mod host;
+#[cfg(feature = "daemon")]
+mod http_edge;
 mod limits;
 mod loader;
 pub mod log;

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::http_edge::HttpLimits;
+
 use crate::config::HostConfig;
+use crate::http_edge::{error, retry_later};
 use crate::scheduler::{AgentEntry, CancelError, Scheduler, SchedulerConfig, Submission, SubmitError};
 use crate::{Host, HostBuilder, Policy};
 
@@ -35,6 +38,9 @@ pub struct ServeConfig {
     /// What loading one agent may cost.
     #[serde(default)]
     pub load: LoadSection,
+    /// What one client may hold of the HTTP server.
+    #[serde(default)]
+    pub http: HttpLimits,
     /// The agents to run.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -95,6 +101,7 @@ impl ServeConfig {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut config: ServeConfig =
             toml::from_str(&text).map_err(|e| format!("{} is not a valid config: {}", path.display(), e.message()))?;
+        config.http.validate().map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = config.data_dir.map(|d| base.join(d));
         for a in &mut config.agents {
@@ -124,6 +131,7 @@ pub struct Daemon {
     pub host: Arc<Host>,
     pub scheduler: Scheduler,
     grace: Duration,
+    http: HttpLimits,
     /// Where the agents run: threads of their own, at a lower priority than
     /// the API's, so agents keeping every core busy (in wasm or in host
     /// calls) never keep the API from answering.
@@ -189,14 +197,14 @@ impl Daemon {
         let scheduler_config = SchedulerConfig { runtime: Some(runtime.handle().clone()), ..config.scheduler_config() };
         let scheduler = Scheduler::start(host.clone(), agents, scheduler_config).map_err(|e| e.to_string())?;
         let grace = Duration::from_millis(config.scheduler.shutdown_grace_ms.unwrap_or(10_000));
-        Ok(Daemon { host, scheduler, grace, tasks_runtime: Some(runtime) })
+        Ok(Daemon { host, scheduler, grace, http: config.http.clone(), tasks_runtime: Some(runtime) })
     }
 
     /// The HTTP API.
     pub fn router(&self) -> Router {
         let max_input =
             self.scheduler.agents().map(|e| e.agent.policy().limits.max_input_bytes).max().unwrap_or(1 << 20);
-        Router::new()
+        let router = Router::new()
             .route("/v1/tasks", axum::routing::post(submit))
             .route("/v1/tasks/{id}", get(status).delete(cancel))
             .route("/v1/agents", get(agents))
@@ -204,22 +212,38 @@ impl Daemon {
             .route("/metrics", get(metrics))
             // Room for the largest input any agent accepts, JSON-escaped.
             .layer(DefaultBodyLimit::max((max_input as usize).saturating_mul(2) + (64 << 10)))
-            .with_state(Arc::new(ApiState { host: self.host.clone(), scheduler: self.scheduler.clone() }))
+            .with_state(Arc::new(ApiState {
+                host: self.host.clone(),
+                scheduler: self.scheduler.clone(),
+                retry_after_s: self.http.retry_after_s,
+            }));
+        crate::http_edge::harden(router, &self.http)
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains running tasks for the
-    /// grace period; queued tasks stay in the journal.
+    /// Serves until SIGTERM or SIGINT, then stops accepting, lets open
+    /// connections finish the request in progress, and drains running
+    /// tasks, each for at most the grace period; queued tasks stay in the
+    /// journal.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         let scheduler = self.scheduler.clone();
         let grace = self.grace;
         let app = self.router();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signal = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
                 shutdown_signal().await;
-                tracing::info!("shutting down: draining running tasks for up to {grace:?}");
-                scheduler.shutdown(grace).await;
+                stop.cancel();
             })
-            .await
+        };
+        let drain = async {
+            stop.cancelled().await;
+            tracing::info!("shutting down: draining running tasks for up to {grace:?}");
+            scheduler.shutdown(grace).await;
+        };
+        let (served, ()) = tokio::join!(crate::http_edge::serve(listener, app, &self.http, stop.clone(), grace), drain);
+        signal.abort();
+        served
     }
 }
 
@@ -234,13 +258,10 @@ async fn shutdown_signal() {
 struct ApiState {
     host: Arc<Host>,
     scheduler: Scheduler,
+    retry_after_s: u64,
 }
 
 type Api = State<Arc<ApiState>>;
-
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
-}
 
 #[derive(Serialize)]
 struct Accepted {
@@ -264,6 +285,9 @@ async fn submit(State(api): Api, body: Result<Json<Submission>, JsonRejection>) 
                 SubmitError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 SubmitError::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
+            if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+                return retry_later(status, e, api.retry_after_s);
+            }
             error(status, e)
         }
     }
