@@ -132,3 +132,81 @@ fn an_unusable_http_limit_is_refused_naming_its_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("http.max_connections = 0 is out of range: use 1 to 1000000"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_hanging_up_mid_submit_leave_no_queue_room_or_key_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = policy_file(dir.path(), "sleeper", "[limits]\ntimeout_ms = 60000\n");
+    let config = format!(
+        "data_dir = \"data\"\n[scheduler]\nworkers = 1\nmax_queued = 500\n\n{}",
+        agent_entry("sleeper", artifacts::SLEEPER, &sleeper, 1)
+    );
+    let daemon = DaemonProcess::start(dir.path(), &config);
+    let client = reqwest::Client::new();
+    let submit = |body: Value| client.post(format!("{}/v1/tasks", daemon.url)).json(&body).send();
+    // One task holds the only worker, so everything after it stays queued.
+    let blocker: Value = submit(json!({"agent": "sleeper", "input": "30"})).await.unwrap().json().await.unwrap();
+    let blocker = blocker["id"].as_u64().unwrap();
+    loop {
+        let s: Value =
+            client.get(format!("{}/v1/tasks/{blocker}", daemon.url)).send().await.unwrap().json().await.unwrap();
+        if s["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 300 clients send a whole submission with an idempotency key, then
+    // reset the connection at once, most of them while it is committing.
+    for i in 0..300 {
+        let body = json!({"agent": "sleeper", "input": "1", "idempotency_key": format!("k{i}")}).to_string();
+        let request = format!(
+            "POST /v1/tasks HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = TcpStream::connect(addr(&daemon)).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    }
+    // Every accepted submission is queued, or its room was given back: the
+    // queue fills to exactly its bound and no further.
+    let mut accepted = 0;
+    let queued_before = loop {
+        // Hung-up submissions still in flight finish first.
+        let before: Value = client.get(format!("{}/healthz", daemon.url)).send().await.unwrap().json().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after: Value = client.get(format!("{}/healthz", daemon.url)).send().await.unwrap().json().await.unwrap();
+        if before["queued"] == after["queued"] {
+            break after["queued"].as_u64().unwrap();
+        }
+    };
+    loop {
+        let r = submit(json!({"agent": "sleeper", "input": "1"})).await.unwrap();
+        match r.status().as_u16() {
+            202 => accepted += 1,
+            429 => break,
+            other => panic!("unexpected {other}"),
+        }
+        assert!(accepted <= 500, "the queue took more than its bound");
+    }
+    eprintln!("{queued_before} of 300 hung-up submissions were queued");
+    assert_eq!(queued_before + accepted, 500, "{queued_before} queued by hung-up clients, {accepted} after");
+    // A key whose submission was accepted answers with its task; one whose
+    // submission was lost is free for a new task.
+    for i in 0..300 {
+        let r: Value = submit(json!({"agent": "sleeper", "input": "1", "idempotency_key": format!("k{i}")}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(id) = r["id"].as_u64() {
+            let s: Value =
+                client.get(format!("{}/v1/tasks/{id}", daemon.url)).send().await.unwrap().json().await.unwrap();
+            assert_eq!(s["idempotency_key"], format!("k{i}"), "key k{i} points at a task that is not its own: {s}");
+        } else {
+            assert!(r["error"].as_str().unwrap().contains("the queue is full"), "{r}");
+        }
+    }
+}

@@ -383,24 +383,14 @@ impl Scheduler {
             st.retrying += 1;
             record
         };
-        let written = s.journal.commit(vec![record.clone()]).await;
-        let mut st = s.state.lock().unwrap();
-        st.retrying -= 1;
-        if let Err(e) = written {
-            if let Some(key) = &record.idempotency_key {
-                st.idempotency.remove(key);
-            }
-            return Err(e.into());
+        // The durable step runs on a task of its own: a caller that goes
+        // away (a client hanging up mid-submit) cannot leave the reserved
+        // room and idempotency key behind.
+        let shared = self.shared.clone();
+        match tokio::spawn(async move { shared.admit(record).await }).await {
+            Ok(result) => result,
+            Err(e) => Err(SubmitError::Journal(JournalError::new(format!("the submission was lost: {e}")))),
         }
-        let id = record.id;
-        let agent: Arc<str> = record.agent.as_str().into();
-        s.metrics.submitted(&record.agent);
-        st.queue.push(record.priority, Queued { id, agent, since: Instant::now() });
-        st.records.insert(id, record);
-        s.metrics.set_queue_depth(&st.queue);
-        drop(st);
-        s.wake.notify_one();
-        Ok(id)
     }
 
     /// The task's record, if it exists.
@@ -449,10 +439,16 @@ impl Scheduler {
             record.clone()
         };
         s.metrics.finished(&record.agent, TaskStatus::Cancelled);
-        if let Err(e) = s.journal.commit(vec![record.clone()]).await {
-            tracing::error!("{e}");
-        }
-        s.notify_final(&record);
+        // On a task of its own, so a caller that goes away cannot stop the
+        // commit or the wake-up of the task's waiters halfway.
+        let shared = self.shared.clone();
+        let finished = tokio::spawn(async move {
+            if let Err(e) = shared.journal.commit(vec![record.clone()]).await {
+                tracing::error!("{e}");
+            }
+            shared.notify_final(&record);
+        });
+        let _ = finished.await;
         Ok(TaskStatus::Cancelled)
     }
 
@@ -503,21 +499,44 @@ impl Shared {
         }
     }
 
-    async fn worker(self: Arc<Self>) {
-        loop {
-            let job = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                job = self.next_job() => job,
-            };
-            if let Some(job) = job {
-                self.execute(job).await;
+    /// Commits an accepted task whose id and queue room are reserved, then
+    /// queues it; on failure gives the room and the idempotency key back.
+    async fn admit(&self, record: TaskRecord) -> Result<u64, SubmitError> {
+        let written = self.journal.commit(vec![record.clone()]).await;
+        let mut st = self.state.lock().unwrap();
+        st.retrying -= 1;
+        if let Err(e) = written {
+            if let Some(key) = &record.idempotency_key {
+                st.idempotency.remove(key);
             }
+            return Err(e.into());
+        }
+        let id = record.id;
+        let agent: Arc<str> = record.agent.as_str().into();
+        self.metrics.submitted(&record.agent);
+        st.queue.push(record.priority, Queued { id, agent, since: Instant::now() });
+        st.records.insert(id, record);
+        self.metrics.set_queue_depth(&st.queue);
+        drop(st);
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    async fn worker(self: Arc<Self>) {
+        // Stopping is seen only between jobs and while waiting for one: a
+        // job being started (its start committing) is never dropped halfway.
+        while let Some(job) = self.next_job().await {
+            self.execute(job).await;
         }
     }
 
-    /// Waits for the next runnable task and marks it running.
+    /// Waits for the next runnable task and marks it running; `None` once
+    /// the scheduler stops.
     async fn next_job(&self) -> Option<Job> {
         loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
             let wake = self.wake.notified();
             let (job, expired) = {
                 let mut guard = self.state.lock().unwrap();
@@ -547,7 +566,10 @@ impl Shared {
                 }
                 return Some(job);
             }
-            wake.await;
+            tokio::select! {
+                _ = wake => {}
+                _ = self.stop.cancelled() => return None,
+            }
         }
     }
 
