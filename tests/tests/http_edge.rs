@@ -166,7 +166,7 @@ async fn clients_hanging_up_mid_submit_leave_no_queue_room_or_key_behind() {
         );
         let mut s = TcpStream::connect(addr(&daemon)).await.unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
-        s.set_linger(Some(Duration::ZERO)).unwrap();
+        s.set_zero_linger().unwrap();
         drop(s);
     }
     // Every accepted submission is queued, or its room was given back: the
