@@ -3,7 +3,7 @@
 //! slow bodies timed out, and every answer the server makes itself in JSON
 //! with `Retry-After` where waiting helps.
 
-use chimera_tests::{agent_entry, artifacts, chimera_bin, policy_file, DaemonProcess};
+use chimera_tests::{agent_entry, artifacts, chimera_bin, policy_file, Api, DaemonProcess};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +20,13 @@ async fn read_to_close(stream: &mut TcpStream) -> String {
     let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut got)).await;
     assert!(read.is_ok(), "the server never closed the connection");
     String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A daemon whose one worker a long `sleeper` task can hold, with `extra` config.
+fn sleeper_daemon(dir: &std::path::Path, extra: &str) -> DaemonProcess {
+    let sleeper = policy_file(dir, "sleeper", "[limits]\ntimeout_ms = 60000\n");
+    let config = format!("data_dir = \"data\"\n{extra}\n\n{}", agent_entry("sleeper", artifacts::SLEEPER, &sleeper, 1));
+    DaemonProcess::start(dir, &config)
 }
 
 fn json_body(response: &str) -> Value {
@@ -68,12 +75,10 @@ async fn slow_and_idle_connections_are_cut_off_and_one_over_the_cap_is_answered_
 #[tokio::test(flavor = "multi_thread")]
 async fn every_answer_is_json_and_refusals_say_when_to_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let sleeper = policy_file(dir.path(), "sleeper", "[limits]\ntimeout_ms = 60000\n");
-    let config = format!(
-        "data_dir = \"data\"\n[scheduler]\nworkers = 1\nmax_queued = 1\n[http]\nrequest_timeout_ms = 1000\nretry_after_s = 7\n\n{}",
-        agent_entry("sleeper", artifacts::SLEEPER, &sleeper, 1)
+    let daemon = sleeper_daemon(
+        dir.path(),
+        "[scheduler]\nworkers = 1\nmax_queued = 1\n[http]\nrequest_timeout_ms = 1000\nretry_after_s = 7",
     );
-    let daemon = DaemonProcess::start(dir.path(), &config);
     let client = reqwest::Client::new();
 
     let r = client.get(format!("{}/nope", daemon.url)).send().await.unwrap();
@@ -89,13 +94,7 @@ async fn every_answer_is_json_and_refusals_say_when_to_retry() {
     };
     let running: Value = submit("30").await.unwrap().json().await.unwrap();
     let id = running["id"].as_u64().unwrap();
-    loop {
-        let s: Value = client.get(format!("{}/v1/tasks/{id}", daemon.url)).send().await.unwrap().json().await.unwrap();
-        if s["status"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Api::new(&daemon).wait_running(id).await;
     assert_eq!(submit("1").await.unwrap().status(), 202);
     let r = submit("1").await.unwrap();
     assert_eq!(r.status(), 429);
@@ -136,25 +135,13 @@ fn an_unusable_http_limit_is_refused_naming_its_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_hanging_up_mid_submit_leave_no_queue_room_or_key_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let sleeper = policy_file(dir.path(), "sleeper", "[limits]\ntimeout_ms = 60000\n");
-    let config = format!(
-        "data_dir = \"data\"\n[scheduler]\nworkers = 1\nmax_queued = 500\n\n{}",
-        agent_entry("sleeper", artifacts::SLEEPER, &sleeper, 1)
-    );
-    let daemon = DaemonProcess::start(dir.path(), &config);
+    let daemon = sleeper_daemon(dir.path(), "[scheduler]\nworkers = 1\nmax_queued = 500");
     let client = reqwest::Client::new();
     let submit = |body: Value| client.post(format!("{}/v1/tasks", daemon.url)).json(&body).send();
     // One task holds the only worker, so everything after it stays queued.
     let blocker: Value = submit(json!({"agent": "sleeper", "input": "30"})).await.unwrap().json().await.unwrap();
     let blocker = blocker["id"].as_u64().unwrap();
-    loop {
-        let s: Value =
-            client.get(format!("{}/v1/tasks/{blocker}", daemon.url)).send().await.unwrap().json().await.unwrap();
-        if s["status"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Api::new(&daemon).wait_running(blocker).await;
 
     // 300 clients send a whole submission with an idempotency key, then
     // reset the connection at once, most of them while it is committing.
