@@ -22,6 +22,9 @@ pub struct AuditReport {
     pub component_bytes: u64,
     /// The component's SHA-256, in hex.
     pub component_sha256: String,
+    /// The SHA-256 of the policy file, in hex, when the audit was of one
+    /// (see [`AuditReport::with_policy_file`]): what `sha256sum` prints for it.
+    pub policy_sha256: Option<String>,
     /// Every import, judged.
     pub imports: Vec<ImportDecision>,
     /// The component's exports.
@@ -37,6 +40,13 @@ pub struct AuditReport {
 }
 
 impl AuditReport {
+    /// Records the digest of the policy file the audited policy was read
+    /// from (its bytes as on disk).
+    pub fn with_policy_file(mut self, bytes: &[u8]) -> Self {
+        self.policy_sha256 = Some(crate::loader::hex(&<sha2::Sha256 as sha2::Digest>::digest(bytes)));
+        self
+    }
+
     /// The imports that would be refused.
     pub fn refused(&self) -> impl Iterator<Item = &ImportDecision> {
         self.imports.iter().filter(|d| d.verdict == Verdict::Refused)

@@ -117,6 +117,7 @@ impl HostInner {
             agent: name.to_string(),
             component_bytes: bytes.len() as u64,
             component_sha256: hex(&Sha256::digest(bytes)),
+            policy_sha256: None,
             imports,
             exports,
             grants,
@@ -381,7 +382,7 @@ fn core_instantiations(bytes: &[u8]) -> Result<u64, String> {
     Err("the component ends early".into())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

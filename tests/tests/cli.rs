@@ -43,6 +43,10 @@ fn audit_json_is_valid_and_complete() {
     assert_eq!((http["granted"].as_bool(), http["grant"].is_null()), (Some(false), true));
     assert_eq!(report["limits"]["stack_kib"], 512);
     assert_eq!(report["component_sha256"].as_str().map(str::len), Some(64));
+    // The policy file's digest: what sha256sum prints for it.
+    let sha256sum = std::process::Command::new("sha256sum").arg(&policy).output().unwrap();
+    let expected = text(&sha256sum.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!(report["policy_sha256"], expected);
     let kv = report["imports"].as_array().unwrap().iter().find(|i| i["import"] == "chimera:agent/kv@0.1.0").unwrap();
     assert_eq!((kv["verdict"].as_str(), kv["capability"].as_str()), (Some("granted"), Some("kv")));
     assert_eq!(report["limits"]["memory_mib"], 64);
@@ -51,6 +55,7 @@ fn audit_json_is_valid_and_complete() {
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(report["runnable"], false);
+    assert_eq!(report["policy_sha256"], serde_json::Value::Null, "no policy file, no digest");
     assert!(report["imports"]
         .as_array()
         .unwrap()

@@ -125,9 +125,20 @@ fn chimera_audit_shows_python_imports_as_inert_or_refused() {
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    // The table gives an interface a row of its own, or shares one with the
+    // rest of its WASI package at that version and verdict
+    // (`wasi:sockets@0.2.9 (7 interfaces)`); the verdict is the column after
+    // the capability.
     let verdict_of = |stdout: &str, import: &str| {
-        let line = stdout.lines().find(|l| l.starts_with(import)).unwrap_or_else(|| panic!("{import} in {stdout}"));
-        line.split_whitespace().nth(2).unwrap().to_string()
+        let (package, rest) = import.split_once('/').unwrap();
+        let version = rest.split_once('@').unwrap().1;
+        let group = format!("{package}@{version} (");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{import} ")) || l.starts_with(&group))
+            .unwrap_or_else(|| panic!("{import} in {stdout}"));
+        let columns: Vec<&str> = line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        columns[2].to_string()
     };
 
     let (code, stdout) = audit(&["--policy", policy_path.to_str().unwrap()]);

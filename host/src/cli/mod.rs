@@ -170,12 +170,17 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
             print_report(&report, json, quiet)
         }
         Command::Audit { component, policy, json } => {
-            let policy = load_policy(policy.as_deref(), &registry)?;
+            let policy_path = policy;
+            let policy = load_policy(policy_path.as_deref(), &registry)?;
             let config = HostConfig { max_instances: 1, cache_compiled: false, ..host_config(&policy) };
             let host = extend(Host::builder(config)).build()?;
             let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
             let name = policy.agent.name.clone().unwrap_or_else(|| stem(&component));
-            let report = host.audit(&name, &bytes, &policy)?;
+            let mut report = host.audit(&name, &bytes, &policy)?;
+            if let Some(path) = &policy_path {
+                let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                report = report.with_policy_file(&text);
+            }
             if json {
                 out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -382,6 +387,9 @@ fn print_audit(r: &AuditReport) -> Result<()> {
         l.stdio_bytes
     );
     out!("component sha256: {}", r.component_sha256);
+    if let Some(digest) = &r.policy_sha256 {
+        out!("policy sha256: {digest}");
+    }
     for g in r.grants.iter().filter(|g| g.granted) {
         for line in &g.summary {
             out!("{line}");
