@@ -135,13 +135,14 @@ pub(crate) async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let tracker = TaskTracker::new();
     let header_timeout = Duration::from_millis(limits.header_timeout_ms);
-    let over_cap = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\n\
-         content-length: {{len}}\r\n\r\n{{body}}",
-        limits.retry_after_s
-    );
-    let over_cap_body = r#"{"error":"too many open connections; retry later"}"#;
-    let over_cap = over_cap.replace("{len}", &over_cap_body.len().to_string()).replace("{body}", over_cap_body);
+    let body = r#"{"error":"too many open connections; retry later"}"#;
+    let over_cap: Arc<str> = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {}\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        limits.retry_after_s,
+        body.len()
+    )
+    .into();
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,

@@ -623,7 +623,8 @@ pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 /// Builds the locked-down WASI context of one task: no preopens, no
 /// environment, no arguments, empty stdin, captured stdout/stderr, coarse
 /// clocks, and no network: this is what an inert filesystem or inert sockets
-/// stand on, so the denials below are the ones an agent meets.
+/// stand on, so the denials below are the ones an agent meets. Its random
+/// generators go unused: `wasi:random` is served by `TaskRandom`.
 fn locked_down_ctx(clock_resolution_ms: u64, stdout: CapturedOutput, stderr: CapturedOutput) -> WasiCtx {
     let resolution = Duration::from_millis(clock_resolution_ms);
     let mut b = WasiCtxBuilder::new();
@@ -634,9 +635,7 @@ fn locked_down_ctx(clock_resolution_ms: u64, stdout: CapturedOutput, stderr: Cap
         .allow_ip_name_lookup(false)
         .allow_tcp(false)
         .allow_udp(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }))
-        // `wasi:random` is served by `TaskRandom`; bound this one too.
-        .max_random_size(MAX_RANDOM_BYTES);
+        .socket_addr_check(|_, _| Box::pin(async { false }));
     b.build()
 }
 
