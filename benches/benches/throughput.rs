@@ -3,7 +3,7 @@
 //! contention. Each Chimera figure has its floor in the same group.
 
 use chimera_benches::Floor;
-use chimera_host::scheduler::AgentEntry;
+use chimera_host::scheduler::{AgentEntry, TaskId};
 use chimera_host::{
     Host, HostConfig, Policy, Priority, Queued, ReadyQueue, Scheduler, SchedulerConfig, Submission, TaskStatus,
 };
@@ -71,7 +71,7 @@ fn throughput(c: &mut Criterion) {
                 let tasks = (0..BATCH).map(|_| async {
                     let id = scheduler.submit(submission.clone()).await.unwrap();
                     let record = scheduler.wait(id).await.unwrap();
-                    assert_eq!(record.status, TaskStatus::Completed);
+                    assert_eq!(record.state.status, TaskStatus::Completed);
                 });
                 join_all(tasks).await;
             })
@@ -117,7 +117,10 @@ fn retry(c: &mut Criterion) {
         async move {
             let id = scheduler.submit(submission).await.unwrap();
             let record = scheduler.wait(id).await.unwrap();
-            assert_eq!((record.status, record.attempts.len()), (TaskStatus::Completed, fail_times as usize + 1));
+            assert_eq!(
+                (record.state.status, record.state.attempts.len()),
+                (TaskStatus::Completed, fail_times as usize + 1)
+            );
         }
     };
     let mut group = c.benchmark_group("retry");
@@ -138,12 +141,18 @@ fn queue(c: &mut Criterion) {
             let queue = Mutex::new(ReadyQueue::default());
             for id in 0..64 {
                 let agent = agents[id as usize % agents.len()].clone();
-                queue.lock().unwrap().push(Priority::Normal, Queued { id, agent, since: Instant::now() });
+                queue
+                    .lock()
+                    .unwrap()
+                    .push(Priority::Normal, Queued { id: TaskId::from_u128(id), agent, since: Instant::now() });
             }
             contend(iters, |thread, i| {
                 let agent = agents[(i as usize + thread) % agents.len()].clone();
                 let priority = Priority::ALL[i as usize % Priority::ALL.len()];
-                queue.lock().unwrap().push(priority, Queued { id: i, agent, since: Instant::now() });
+                queue
+                    .lock()
+                    .unwrap()
+                    .push(priority, Queued { id: TaskId::from_u128(i.into()), agent, since: Instant::now() });
                 let popped = queue.lock().unwrap().pop(Instant::now(), Duration::from_secs(2), |_| true);
                 std::hint::black_box(popped);
             })

@@ -18,7 +18,9 @@ pub use crate::http_edge::HttpLimits;
 
 use crate::config::HostConfig;
 use crate::http_edge::{error, retry_later};
-use crate::scheduler::{AgentEntry, CancelError, Scheduler, SchedulerConfig, Submission, SubmitError};
+use crate::scheduler::{
+    AgentEntry, CancelError, Retention, Scheduler, SchedulerConfig, Submission, SubmitError, TaskId,
+};
 use crate::{Host, HostBuilder, Policy};
 
 /// The daemon's configuration file (`chimera.toml`).
@@ -62,6 +64,22 @@ pub struct SchedulerSection {
     pub max_attempts: Option<u32>,
     /// How long SIGTERM waits for running tasks. Default 10 s.
     pub shutdown_grace_ms: Option<u64>,
+    /// How long an idempotency key names its task, in seconds. Default 86400.
+    pub idempotency_ttl_s: Option<u64>,
+    /// How long finished tasks are kept.
+    #[serde(default)]
+    pub retain_finished: RetainSection,
+}
+
+/// `[scheduler.retain_finished]`: finished tasks are deleted once older
+/// than `max_age_s`, or once more than `max_count` are kept (oldest first).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetainSection {
+    /// Default 604800 (7 days).
+    pub max_age_s: Option<u64>,
+    /// Default 100000.
+    pub max_count: Option<u64>,
 }
 
 /// `[load]`: the load budget (see [`crate::compile::LoadBudget`]).
@@ -101,7 +119,7 @@ impl ServeConfig {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut config: ServeConfig =
             toml::from_str(&text).map_err(|e| format!("{} is not a valid config: {}", path.display(), e.message()))?;
-        config.http.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = config.data_dir.map(|d| base.join(d));
         for a in &mut config.agents {
@@ -111,10 +129,33 @@ impl ServeConfig {
         Ok(config)
     }
 
+    /// Checks the whole file before anything is started: every section's
+    /// values, and each agent named once.
+    pub fn validate(&self) -> Result<(), String> {
+        self.http.validate()?;
+        self.scheduler_config().validate()?;
+        let mut names = std::collections::HashSet::new();
+        for a in &self.agents {
+            if !names.insert(a.name.as_str()) {
+                return Err(format!("agent `{}` is configured twice; give each [[agents]] entry its own name", a.name));
+            }
+            if a.max_concurrency == 0 {
+                return Err(format!("agent `{}`: max_concurrency must be at least 1", a.name));
+            }
+        }
+        Ok(())
+    }
+
     fn scheduler_config(&self) -> SchedulerConfig {
         let s = &self.scheduler;
         let d = SchedulerConfig::default();
+        let keep = &s.retain_finished;
         SchedulerConfig {
+            idempotency_ttl: s.idempotency_ttl_s.map_or(d.idempotency_ttl, Duration::from_secs),
+            retention: Retention {
+                max_age: keep.max_age_s.map_or(d.retention.max_age, Duration::from_secs),
+                max_count: keep.max_count.unwrap_or(d.retention.max_count),
+            },
             workers: s.workers.unwrap_or(d.workers),
             max_queued: s.max_queued.unwrap_or(d.max_queued),
             aging: s.aging_ms.map_or(d.aging, Duration::from_millis),
@@ -178,6 +219,7 @@ impl Daemon {
         budget.max_component_bytes = load.max_component_bytes.unwrap_or(budget.max_component_bytes);
         budget.compile_timeout_ms = load.compile_timeout_ms.unwrap_or(budget.compile_timeout_ms);
         budget.compile_memory_mib = load.compile_memory_mib.unwrap_or(budget.compile_memory_mib);
+        config.validate()?;
         let host = Arc::new(extend(Host::builder(host_config)).build().map_err(|e| e.to_string())?);
         let mut agents = Vec::new();
         for a in &config.agents {
@@ -188,9 +230,6 @@ impl Daemon {
             let bytes = std::fs::read(&a.component)
                 .map_err(|e| format!("agent `{}`: cannot read {}: {e}", a.name, a.component.display()))?;
             let agent = host.load(&a.name, &bytes, policy).map_err(|e| e.to_string())?;
-            if a.max_concurrency == 0 {
-                return Err(format!("agent `{}`: max_concurrency must be at least 1", a.name));
-            }
             agents.push(AgentEntry { agent: Arc::new(agent), max_concurrency: a.max_concurrency });
         }
         let runtime = tasks_runtime().map_err(|e| format!("cannot start the task runtime: {e}"))?;
@@ -265,7 +304,7 @@ type Api = State<Arc<ApiState>>;
 
 #[derive(Serialize)]
 struct Accepted {
-    id: u64,
+    id: TaskId,
     status: &'static str,
 }
 
@@ -280,10 +319,11 @@ async fn submit(State(api): Api, body: Result<Json<Submission>, JsonRejection>) 
             let status = match &e {
                 SubmitError::UnknownAgent(_) => StatusCode::NOT_FOUND,
                 SubmitError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                SubmitError::BadAttempts(_) => StatusCode::BAD_REQUEST,
+                SubmitError::BadAttempts(_) | SubmitError::BadDeadline(_) => StatusCode::BAD_REQUEST,
+                SubmitError::IdempotencyConflict { .. } => StatusCode::CONFLICT,
                 SubmitError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-                SubmitError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                SubmitError::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                // The journal cannot be written (a full disk...): worth retrying.
+                SubmitError::ShuttingDown | SubmitError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
                 return retry_later(status, e, api.retry_after_s);
@@ -293,8 +333,8 @@ async fn submit(State(api): Api, body: Result<Json<Submission>, JsonRejection>) 
     }
 }
 
-fn parse_id(raw: &str) -> Result<u64, String> {
-    raw.parse().map_err(|_| format!("task id {raw:?} is not a number"))
+fn parse_id(raw: &str) -> Result<TaskId, String> {
+    raw.parse()
 }
 
 async fn status(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
@@ -302,9 +342,13 @@ async fn status(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match api.scheduler.status(id) {
-        Some(record) => Json(record).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no task {id}")),
+    match api.scheduler.status(id).await {
+        Ok(Some(record)) => Json(record).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no task {id} (finished tasks are kept as [scheduler.retain_finished] says)"),
+        ),
+        Err(e) => retry_later(StatusCode::SERVICE_UNAVAILABLE, e, api.retry_after_s),
     }
 }
 
@@ -317,6 +361,7 @@ async fn cancel(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
         Ok(status) => Json(json!({ "id": id, "status": status })).into_response(),
         Err(e @ CancelError::NotFound(_)) => error(StatusCode::NOT_FOUND, e),
         Err(e @ CancelError::AlreadyFinished { .. }) => error(StatusCode::CONFLICT, e),
+        Err(e @ CancelError::Journal(_)) => retry_later(StatusCode::SERVICE_UNAVAILABLE, e, api.retry_after_s),
     }
 }
 
@@ -339,7 +384,15 @@ async fn agents(State(api): Api) -> Response {
 }
 
 async fn health(State(api): Api) -> Response {
-    Json(json!({ "status": "ok", "queued": api.scheduler.queued() })).into_response()
+    let queued = api.scheduler.queued();
+    match api.scheduler.storage_health() {
+        Ok(()) => Json(json!({ "status": "ok", "queued": queued })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "degraded", "queued": queued, "storage": e.to_string() })),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(api): Api) -> Response {

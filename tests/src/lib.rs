@@ -322,19 +322,19 @@ impl Api {
     }
 
     /// POST /v1/tasks, expecting acceptance; returns the task id.
-    pub async fn submit_ok(&self, body: serde_json::Value) -> u64 {
+    pub async fn submit_ok(&self, body: serde_json::Value) -> String {
         let (code, answer) = self.submit(body).await;
         assert_eq!(code, 202, "{answer}");
-        answer["id"].as_u64().unwrap()
+        answer["id"].as_str().unwrap().to_string()
     }
 
     /// GET /v1/tasks/{id}.
-    pub async fn task(&self, id: u64) -> serde_json::Value {
+    pub async fn task(&self, id: &str) -> serde_json::Value {
         self.http.get(format!("{}/v1/tasks/{id}", self.base)).send().await.unwrap().json().await.unwrap()
     }
 
     /// DELETE /v1/tasks/{id}; returns (status code, JSON body).
-    pub async fn cancel(&self, id: u64) -> (u16, serde_json::Value) {
+    pub async fn cancel(&self, id: &str) -> (u16, serde_json::Value) {
         let r = self.http.delete(format!("{}/v1/tasks/{id}", self.base)).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
@@ -346,7 +346,7 @@ impl Api {
     }
 
     /// Polls until the task is in a final state (bounded: panics after 120 s).
-    pub async fn wait_final(&self, id: u64) -> serde_json::Value {
+    pub async fn wait_final(&self, id: &str) -> serde_json::Value {
         for _ in 0..12_000 {
             let t = self.task(id).await;
             if !matches!(t["status"].as_str(), Some("pending" | "running")) {
@@ -358,7 +358,7 @@ impl Api {
     }
 
     /// Polls until the task is running (bounded).
-    pub async fn wait_running(&self, id: u64) {
+    pub async fn wait_running(&self, id: &str) {
         for _ in 0..12_000 {
             if self.task(id).await["status"] == "running" {
                 return;

@@ -1,7 +1,8 @@
 //! Durability: thousands of tasks accepted, the daemon killed with SIGKILL
 //! mid-run and restarted. Every accepted task reaches exactly one final
 //! state; none is lost; a task recorded as finished never runs again; one
-//! that was running at the crash runs again (at-least-once).
+//! that was running at the crash runs again (at-least-once); a result a
+//! client has read is durable (it is the same after the crash).
 
 use chimera_tests::{agent_entry, artifacts, policy_file, Api, DaemonProcess};
 use serde_json::{json, Value};
@@ -50,6 +51,29 @@ async fn a_crash_loses_no_accepted_task_and_reruns_none_that_finished() {
                 .ok()
         })
     };
+    // A client follows the run from task to task (in submission order),
+    // reading each until it shows its result, and keeps what it read; it
+    // stops at the first request the kill cuts off.
+    let mut order: Vec<String> = accepted.iter().map(|(_, id)| id.clone()).collect();
+    order.sort(); // UUIDv7: submission order
+    let follower = {
+        let url = daemon.url.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            let mut shown = Vec::new();
+            for id in order {
+                loop {
+                    let Ok(r) = http.get(format!("{url}/v1/tasks/{id}")).send().await else { return shown };
+                    let Ok(t) = r.json::<Value>().await else { return shown };
+                    if t["status"] == "completed" {
+                        shown.push(t);
+                        break;
+                    }
+                }
+            }
+            shown
+        })
+    };
     let started = std::time::Instant::now();
     let finished_before = loop {
         let (_, m) = api.get("/metrics").await;
@@ -63,10 +87,17 @@ async fn a_crash_loses_no_accepted_task_and_reruns_none_that_finished() {
     let killed_ms = now_ms();
     daemon.crash_and_restart();
     let api = Api::new(&daemon);
+    let shown = follower.await.unwrap();
+    assert!(shown.len() >= TASKS / 8, "the follower read only {} results before the kill", shown.len());
+    for before in &shown {
+        let id = before["id"].as_str().unwrap();
+        let after = api.task(id).await;
+        assert_eq!(after, *before, "task {id} was shown completed before the crash, and changed after it");
+    }
 
     let (mut rerun, mut done_before_kill, mut started_after_kill) = (0, 0, 0);
     for (i, id) in &accepted {
-        let t: Value = api.wait_final(*id).await;
+        let t: Value = api.wait_final(id).await;
         assert_eq!(t["status"], "completed", "task {id}: {t}");
         let attempts = t["attempts"].as_array().unwrap();
         // Only an attempt cut off by the crash is ever followed by another.
@@ -89,7 +120,9 @@ async fn a_crash_loses_no_accepted_task_and_reruns_none_that_finished() {
     }
     println!(
         "crash test: {TASKS} accepted, {finished_before:?} counted finished just before the SIGKILL, \
-         {done_before_kill} done before it, {started_after_kill} started after it, {rerun} re-run"
+         {done_before_kill} done before it, {started_after_kill} started after it, {rerun} re-run; \
+         {} results read before it, each the same after it",
+        shown.len()
     );
     // The kill landed mid-run: some tasks had finished, and others were
     // still to run when it came.

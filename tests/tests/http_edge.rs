@@ -93,8 +93,8 @@ async fn every_answer_is_json_and_refusals_say_when_to_retry() {
         client.post(format!("{}/v1/tasks", daemon.url)).json(&json!({"agent": "sleeper", "input": input})).send()
     };
     let running: Value = submit("30").await.unwrap().json().await.unwrap();
-    let id = running["id"].as_u64().unwrap();
-    Api::new(&daemon).wait_running(id).await;
+    let id = running["id"].as_str().unwrap().to_string();
+    Api::new(&daemon).wait_running(&id).await;
     assert_eq!(submit("1").await.unwrap().status(), 202);
     let r = submit("1").await.unwrap();
     assert_eq!(r.status(), 429);
@@ -140,8 +140,8 @@ async fn clients_hanging_up_mid_submit_leave_no_queue_room_or_key_behind() {
     let submit = |body: Value| client.post(format!("{}/v1/tasks", daemon.url)).json(&body).send();
     // One task holds the only worker, so everything after it stays queued.
     let blocker: Value = submit(json!({"agent": "sleeper", "input": "30"})).await.unwrap().json().await.unwrap();
-    let blocker = blocker["id"].as_u64().unwrap();
-    Api::new(&daemon).wait_running(blocker).await;
+    let blocker = blocker["id"].as_str().unwrap().to_string();
+    Api::new(&daemon).wait_running(&blocker).await;
 
     // 300 clients send a whole submission with an idempotency key, then
     // reset the connection at once, most of them while it is committing.
@@ -188,7 +188,7 @@ async fn clients_hanging_up_mid_submit_leave_no_queue_room_or_key_behind() {
             .json()
             .await
             .unwrap();
-        if let Some(id) = r["id"].as_u64() {
+        if let Some(id) = r["id"].as_str() {
             let s: Value =
                 client.get(format!("{}/v1/tasks/{id}", daemon.url)).send().await.unwrap().json().await.unwrap();
             assert_eq!(s["idempotency_key"], format!("k{i}"), "key k{i} points at a task that is not its own: {s}");

@@ -38,19 +38,19 @@ async fn tasks_run_in_priority_order() {
     let daemon = one_worker_daemon(dir.path(), "aging_ms = 3600000");
     let api = Api::new(&daemon);
     let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "1"})).await;
-    api.wait_running(blocker).await;
+    api.wait_running(&blocker).await;
     let mut ids = Vec::new();
     for p in ["low", "background", "normal", "critical", "high"] {
         ids.push((p, api.submit_ok(seq("a", p)).await));
     }
     let mut order = Vec::new();
     for (p, id) in &ids {
-        order.push((position(&api.wait_final(*id).await), *p));
+        order.push((position(&api.wait_final(id).await), *p));
     }
     order.sort();
     let order: Vec<&str> = order.into_iter().map(|(_, p)| p).collect();
     assert_eq!(order, ["critical", "high", "normal", "low", "background"]);
-    assert_eq!(api.wait_final(blocker).await["output"], "slept 1s");
+    assert_eq!(api.wait_final(&blocker).await["output"], "slept 1s");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,7 +59,7 @@ async fn a_flooding_agent_does_not_starve_another_of_the_same_priority() {
     let daemon = one_worker_daemon(dir.path(), "aging_ms = 3600000");
     let api = Api::new(&daemon);
     let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "1"})).await;
-    api.wait_running(blocker).await;
+    api.wait_running(&blocker).await;
     let mut flood = Vec::new();
     for _ in 0..20 {
         flood.push(api.submit_ok(seq("a", "normal")).await);
@@ -71,11 +71,11 @@ async fn a_flooding_agent_does_not_starve_another_of_the_same_priority() {
     // Agents take turns: b's three tasks run 2nd, 4th and 6th, not after a's twenty.
     let mut positions = Vec::new();
     for id in quiet {
-        positions.push(position(&api.wait_final(id).await));
+        positions.push(position(&api.wait_final(&id).await));
     }
     assert_eq!(positions, [2, 4, 6]);
     for id in flood {
-        api.wait_final(id).await;
+        api.wait_final(&id).await;
     }
 }
 
@@ -86,7 +86,7 @@ async fn background_work_ages_past_a_steady_stream_of_critical_work() {
     let api = Api::new(&daemon);
     // Hold the worker so that everything below queues up behind it.
     let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "1"})).await;
-    api.wait_running(blocker).await;
+    api.wait_running(&blocker).await;
     let background = api.submit_ok(seq("b", "background")).await;
     // Critical work keeps arriving for longer than background needs to age
     // past it (4 levels at 20 ms each).
@@ -96,8 +96,8 @@ async fn background_work_ages_past_a_steady_stream_of_critical_work() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     // Without aging the background task would run last, 61st.
-    let bg = position(&api.wait_final(background).await);
-    let last_critical = position(&api.wait_final(*critical.last().unwrap()).await);
+    let bg = position(&api.wait_final(&background).await);
+    let last_critical = position(&api.wait_final(critical.last().unwrap()).await);
     assert_eq!(last_critical.max(bg), 61);
     assert!(bg < 61, "background ran last, after all 60 critical tasks");
 }
@@ -117,7 +117,7 @@ async fn transient_failures_are_retried_with_backoff_and_limits_never() {
 
     // Fails twice, succeeds on the third attempt.
     let id = api.submit_ok(json!({"agent": "flaky", "input": r#"{"key":"j1","fail_times":2}"#})).await;
-    let t = api.wait_final(id).await;
+    let t = api.wait_final(&id).await;
     assert_eq!(t["status"], "completed", "{t}");
     assert_eq!(t["output"], r#"{"key":"j1","attempt":3}"#);
     let attempts = t["attempts"].as_array().unwrap();
@@ -135,7 +135,7 @@ async fn transient_failures_are_retried_with_backoff_and_limits_never() {
 
     // Out of attempts: dead-lettered, every attempt's error and usage kept.
     let id = api.submit_ok(json!({"agent": "flaky", "input": r#"{"key":"j2","fail_times":9}"#})).await;
-    let t = api.wait_final(id).await;
+    let t = api.wait_final(&id).await;
     assert_eq!(t["status"], "dead-lettered");
     assert_eq!(t["attempts"].as_array().unwrap().len(), 3);
     assert!(t["attempts"].as_array().unwrap().iter().all(|a| a["usage"]["wall_time_us"].as_u64().is_some()));
@@ -143,7 +143,7 @@ async fn transient_failures_are_retried_with_backoff_and_limits_never() {
 
     // A limit hit is final at once.
     let id = api.submit_ok(json!({"agent": "spin"})).await;
-    let t = api.wait_final(id).await;
+    let t = api.wait_final(&id).await;
     assert_eq!(t["status"], "failed");
     assert_eq!(t["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(t["error"], json!({"kind": "cpu-limit", "limit_ms": 20}));
@@ -166,17 +166,17 @@ async fn a_running_infinite_loop_is_cancelled_and_the_daemon_carries_on() {
     let daemon = DaemonProcess::start(dir.path(), &config);
     let api = Api::new(&daemon);
     let id = api.submit_ok(json!({"agent": "spin"})).await;
-    api.wait_running(id).await;
+    api.wait_running(&id).await;
     let queued = api.submit_ok(json!({"agent": "spin"})).await; // waits: spin's cap is 1
-    assert_eq!(api.cancel(queued).await, (200, json!({"id": queued, "status": "cancelled"})));
-    assert_eq!(api.cancel(id).await, (200, json!({"id": id, "status": "running"})));
-    let t = api.wait_final(id).await;
+    assert_eq!(api.cancel(&queued).await, (200, json!({"id": queued, "status": "cancelled"})));
+    assert_eq!(api.cancel(&id).await, (200, json!({"id": id, "status": "running"})));
+    let t = api.wait_final(&id).await;
     assert_eq!((t["status"].as_str(), &t["error"]), (Some("cancelled"), &json!({"kind": "cancelled"})));
-    assert_eq!(api.task(queued).await["attempts"], json!([]), "the queued task never ran");
-    let (code, body) = api.cancel(id).await;
+    assert_eq!(api.task(&queued).await["attempts"], json!([]), "the queued task never ran");
+    let (code, body) = api.cancel(&id).await;
     assert_eq!((code, body["error"].as_str()), (409, Some(format!("task {id} already finished (cancelled)").as_str())));
     let echo_id = api.submit_ok(json!({"agent": "echo", "input": r#"{"text":"after"}"#})).await;
-    assert_eq!(api.wait_final(echo_id).await["output"], r#"{"text":"after","op":"echo"}"#);
+    assert_eq!(api.wait_final(&echo_id).await["output"], r#"{"text":"after","op":"echo"}"#);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,7 +185,7 @@ async fn a_full_queue_refuses_submissions_and_bad_requests_get_json_errors() {
     let daemon = one_worker_daemon(dir.path(), "max_queued = 3");
     let api = Api::new(&daemon);
     let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "1"})).await;
-    api.wait_running(blocker).await;
+    api.wait_running(&blocker).await;
     for _ in 0..3 {
         api.submit_ok(seq("a", "normal")).await;
     }
@@ -202,9 +202,13 @@ async fn a_full_queue_refuses_submissions_and_bad_requests_get_json_errors() {
     assert_eq!(code, 413);
     assert!(body["error"].as_str().unwrap().starts_with("input too large: 2097152 bytes"), "{body}");
     let (code, body) = api.get("/v1/tasks/banana").await;
-    assert_eq!((code, body.as_str()), (400, r#"{"error":"task id \"banana\" is not a number"}"#));
-    let (code, _) = api.get("/v1/tasks/999999").await;
-    assert_eq!(code, 404);
+    assert_eq!(
+        (code, body.as_str()),
+        (400, r#"{"error":"\"banana\" is not a task id (ids are UUIDs, as `chimera submit` prints them)"}"#)
+    );
+    let (code, body) = api.get("/v1/tasks/0190a5c8-0000-7000-8000-000000000000").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no task 0190a5c8-0000-7000-8000-000000000000"), "{body}");
     let (code, body) = api.get("/healthz").await;
     assert_eq!(code, 200);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "ok");
@@ -221,7 +225,7 @@ async fn metrics_scrape_parses_as_prometheus_text() {
     let daemon = one_worker_daemon(dir.path(), "");
     let api = Api::new(&daemon);
     let id = api.submit_ok(seq("a", "high")).await;
-    api.wait_final(id).await;
+    api.wait_final(&id).await;
     let (code, text) = api.get("/metrics").await;
     assert_eq!(code, 200);
     let lines = text.lines().map(|l| Ok(l.to_string()));
@@ -248,17 +252,17 @@ async fn sigterm_drains_running_tasks_and_keeps_queued_ones_for_the_next_start()
     let mut daemon = one_worker_daemon(dir.path(), "shutdown_grace_ms = 30000");
     let api = Api::new(&daemon);
     let running = api.submit_ok(json!({"agent": "sleeper", "input": "1"})).await;
-    api.wait_running(running).await;
+    api.wait_running(&running).await;
     let queued = api.submit_ok(seq("a", "normal")).await;
     assert!(daemon.terminate().success());
     drop(api);
     // The running task finished during the drain; the queued one runs after restart.
     daemon.crash_and_restart();
     let api = Api::new(&daemon);
-    let t = api.task(running).await;
+    let t = api.task(&running).await;
     assert_eq!((t["status"].as_str(), t["output"].as_str()), (Some("completed"), Some("slept 1s")));
     assert_eq!(t["attempts"].as_array().unwrap().len(), 1);
-    assert_eq!(api.wait_final(queued).await["status"], "completed");
+    assert_eq!(api.wait_final(&queued).await["status"], "completed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,7 +279,7 @@ async fn the_daemon_stops_a_self_spawning_agent_at_its_limits() {
     let daemon = DaemonProcess::start(dir.path(), &config);
     let api = Api::new(&daemon);
     let id = api.submit_ok(json!({"agent": "fork-bomb", "input": r#"{"target":"fork-bomb"}"#})).await;
-    let t = api.wait_final(id).await;
+    let t = api.wait_final(&id).await;
     assert_eq!(t["status"], "completed");
     assert_eq!(t["output"], r#"3 children, then CallError::Denied("this task already made 3 calls (max_fan_out)")"#);
     assert_eq!(t["attempts"][0]["usage"]["capabilities"]["tasks"]["calls"], 4);
@@ -291,7 +295,7 @@ async fn idempotency_keys_and_deadlines() {
     let daemon = one_worker_daemon(dir.path(), "");
     let api = Api::new(&daemon);
     let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "1"})).await;
-    api.wait_running(blocker).await;
+    api.wait_running(&blocker).await;
     // The same key twice: one task.
     let mut body = seq("a", "normal");
     body["idempotency_key"] = json!("order-17");
@@ -301,10 +305,10 @@ async fn idempotency_keys_and_deadlines() {
     let mut late = seq("a", "normal");
     late["deadline_ms"] = json!(50);
     let late = api.submit_ok(late).await;
-    let t = api.wait_final(late).await;
+    let t = api.wait_final(&late).await;
     assert_eq!((t["status"].as_str(), &t["error"]), (Some("timed-out"), &json!({"kind": "deadline-exceeded"})));
     assert_eq!(t["attempts"], json!([]));
-    assert_eq!(api.wait_final(first).await["status"], "completed");
+    assert_eq!(api.wait_final(&first).await["status"], "completed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -318,14 +322,14 @@ async fn the_daemon_keeps_answering_while_agents_abuse_host_calls() {
     );
     let daemon = DaemonProcess::start(dir.path(), &config);
     let api = Api::new(&daemon);
-    let ids: Vec<u64> = futures::future::join_all((0..4).map(|_| api.submit_ok(json!({"agent": "heavy"})))).await;
+    let ids: Vec<String> = futures::future::join_all((0..4).map(|_| api.submit_ok(json!({"agent": "heavy"})))).await;
     // Every probe of /healthz is answered while the four run (and is seen to
     // overlap them: a probe found at least one of them running).
     let mut overlapped = false;
     loop {
         let (status, _) = api.get("/healthz").await;
         assert_eq!(status, 200);
-        let states: Vec<Value> = futures::future::join_all(ids.iter().map(|id| api.task(*id))).await;
+        let states: Vec<Value> = futures::future::join_all(ids.iter().map(|id| api.task(id))).await;
         if states.iter().any(|t| t["status"] == "running") {
             overlapped = true;
         }

@@ -46,12 +46,12 @@ async fn main() {
         ids.push(api.submit_ok(json!({"agent": "heavy"})).await);
     }
     for id in &ids {
-        api.wait_running(*id).await;
+        api.wait_running(id).await;
     }
     let abused = probe(&api, probes).await;
     for id in &ids {
-        assert_eq!(api.task(*id).await["status"], "running", "an abusive task ended before the measurement did");
-        api.cancel(*id).await;
+        assert_eq!(api.task(id).await["status"], "running", "an abusive task ended before the measurement did");
+        api.cancel(id).await;
     }
     let (i50, i99) = (percentile(&idle, 0.5), percentile(&idle, 0.99));
     let (a50, a99) = (percentile(&abused, 0.5), percentile(&abused, 0.99));

@@ -31,8 +31,9 @@ async fn main() -> anyhow::Result<()> {
     }
     for id in ids {
         let record = scheduler.wait(id).await.ok_or_else(|| anyhow::anyhow!("task {id} vanished"))?;
-        println!("task {id} {} ({:?}): {}", record.agent, record.priority, record.output.as_deref().unwrap_or("-"));
-        anyhow::ensure!(record.status == TaskStatus::Completed, "task {id}: {:?}", record.error);
+        let state = &record.state;
+        println!("task {id} {} ({:?}): {}", state.agent, state.priority, record.output.as_deref().unwrap_or("-"));
+        anyhow::ensure!(state.status == TaskStatus::Completed, "task {id}: {:?}", state.error);
     }
     scheduler.shutdown(std::time::Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(data);

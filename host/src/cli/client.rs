@@ -38,7 +38,7 @@ pub async fn submit(
         let body = json!({"agent": agent, "input": input, "priority": priority, "deadline_ms": deadline_ms});
         let r =
             http.post(format!("{server}/v1/tasks")).json(&body).send().await.with_context(|| unreachable(&server))?;
-        let id = answer(r).await?["id"].as_u64().context("no id in the answer")?;
+        let id = answer(r).await?["id"].as_str().context("no id in the answer")?.to_string();
         if !wait {
             out!("{id}");
         }
@@ -77,10 +77,10 @@ pub async fn submit(
     let mut ok = true;
     for r in &records {
         match r["status"].as_str() {
-            Some("completed") => out!("{} {}", r["id"], r["output"].as_str().unwrap_or("")),
+            Some("completed") => out!("{} {}", r["id"].as_str().unwrap_or("?"), r["output"].as_str().unwrap_or("")),
             status => {
                 ok = false;
-                out!("{} {} {}", r["id"], status.unwrap_or("?"), r["error"]);
+                out!("{} {} {}", r["id"].as_str().unwrap_or("?"), status.unwrap_or("?"), r["error"]);
             }
         }
     }
@@ -91,13 +91,13 @@ fn is_final(status: &str) -> bool {
     !matches!(status, "pending" | "running")
 }
 
-pub async fn status(server: String, id: u64) -> Result<ExitCode> {
+pub async fn status(server: String, id: String) -> Result<ExitCode> {
     let r = client()?.get(format!("{server}/v1/tasks/{id}")).send().await.with_context(|| unreachable(&server))?;
     out!("{}", serde_json::to_string_pretty(&answer(r).await?)?);
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn cancel(server: String, id: u64) -> Result<ExitCode> {
+pub async fn cancel(server: String, id: String) -> Result<ExitCode> {
     let r = client()?.delete(format!("{server}/v1/tasks/{id}")).send().await.with_context(|| unreachable(&server))?;
     let body = answer(r).await?;
     out!("task {id}: {}", body["status"].as_str().unwrap_or("?"));

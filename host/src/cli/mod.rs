@@ -102,13 +102,13 @@ enum Command {
     },
     /// Show a task's state, output or error, attempts and usage.
     Status {
-        id: u64,
+        id: crate::scheduler::TaskId,
         #[arg(long)]
         server: Option<String>,
     },
     /// Cancel a queued or running task.
     Cancel {
-        id: u64,
+        id: crate::scheduler::TaskId,
         #[arg(long)]
         server: Option<String>,
     },
@@ -199,11 +199,17 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
                 config.listen = addr;
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // A file-size limit reached is a write error to report and
+            // recover from (like a full disk), not a reason to die.
+            // SAFETY: setting a signal's disposition to "ignore" runs no code.
+            unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
             runtime.block_on(async {
-                let daemon = crate::server::Daemon::start_with(&config, extend).map_err(anyhow::Error::msg)?;
+                // The whole config is checked (from_file) before the port is
+                // taken, and the port before any recovered task starts.
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.listen))?;
+                let daemon = crate::server::Daemon::start_with(&config, extend).map_err(anyhow::Error::msg)?;
                 eprintln!("chimera serving {} agent(s) on http://{}", config.agents.len(), listener.local_addr()?);
                 daemon.serve(listener).await?;
                 Ok::<_, anyhow::Error>(())
@@ -216,11 +222,11 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
         }
         Command::Status { id, server } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(client::status(server_url(server), id))
+            runtime.block_on(client::status(server_url(server), id.to_string()))
         }
         Command::Cancel { id, server } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(client::cancel(server_url(server), id))
+            runtime.block_on(client::cancel(server_url(server), id.to_string()))
         }
         Command::Componentize { module, output } => {
             let bytes = std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;

@@ -2,15 +2,24 @@
 //! host, with deadlines, retries with backoff for transient failures only, a
 //! dead-letter state, cancellation, back-pressure and per-agent
 //! concurrency caps.
+//!
+//! What a caller can read of a task is what the journal holds: each change
+//! is made on a working copy, committed, and only then shown (a task shown
+//! `completed` never runs again, whatever crashes). Only unfinished tasks
+//! are kept in memory; finished ones are read from the journal, which keeps
+//! them as long as [`Retention`] says.
 
+mod idempotency;
 mod journal;
 mod metrics;
 mod queue;
 mod store;
+mod task;
 
 pub use journal::{JournalError, RedbTaskStore};
 pub use queue::{Priority, Queued, ReadyQueue};
-pub use store::TaskStore;
+pub use store::{Recovered, Retention, TaskStore};
+pub use task::{Attempt, Change, IdempotencyEntry, TaskId, TaskRecord, TaskState, TaskStatus};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -22,8 +31,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::TaskError;
-use crate::usage::ResourceUsage;
 use crate::{Agent, Host, RunOptions};
+use idempotency::{Idempotency, Reuse};
 use metrics::SchedulerMetrics;
 
 /// Scheduler settings.
@@ -45,6 +54,11 @@ pub struct SchedulerConfig {
     pub retry_max: Duration,
     /// Attempts per task (first run included) unless the submission says otherwise.
     pub max_attempts: u32,
+    /// How long an idempotency key names its task. Default 24 h.
+    pub idempotency_ttl: Duration,
+    /// How long finished tasks are kept (the embedded journal; a custom
+    /// store applies its own).
+    pub retention: Retention,
     /// The runtime the workers (and so the agents' wasm) run on; the
     /// current one when unset. A daemon gives them a runtime of their own,
     /// so agents busy in wasm or host calls never hold up its HTTP API.
@@ -62,6 +76,8 @@ impl std::fmt::Debug for SchedulerConfig {
             .field("retry_base", &self.retry_base)
             .field("retry_max", &self.retry_max)
             .field("max_attempts", &self.max_attempts)
+            .field("idempotency_ttl", &self.idempotency_ttl)
+            .field("retention", &self.retention)
             .field("task_store", &self.task_store.as_ref().map(|_| "custom"))
             .finish_non_exhaustive()
     }
@@ -76,9 +92,31 @@ impl Default for SchedulerConfig {
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             max_attempts: 3,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            retention: Retention::default(),
             runtime: None,
             task_store: None,
         }
+    }
+}
+
+impl SchedulerConfig {
+    /// Checks the settings that would leave a scheduler unable to run
+    /// anything, naming the `[scheduler]` key at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 {
+            return Err("[scheduler] workers must be at least 1".into());
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(format!("[scheduler] max_attempts must be between 1 and 100, not {}", self.max_attempts));
+        }
+        if self.max_queued == 0 {
+            return Err("[scheduler] max_queued must be at least 1".into());
+        }
+        if self.retry_base > self.retry_max {
+            return Err("[scheduler] retry_base_ms must not be above retry_max_ms".into());
+        }
+        Ok(())
     }
 }
 
@@ -105,84 +143,12 @@ pub struct Submission {
     /// Milliseconds from submission after which the task fails with
     /// `deadline-exceeded` (queued or running).
     pub deadline_ms: Option<u64>,
-    /// A second submission with the same key returns the first task's id.
+    /// A second submission with the same key (within the key's time to
+    /// live) returns the first task's id if it names the same agent and
+    /// input, and is refused if not.
     pub idempotency_key: Option<String>,
     /// Attempts allowed for retryable failures (first run included).
     pub max_attempts: Option<u32>,
-}
-
-/// Where a task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TaskStatus {
-    /// Queued, or waiting for a retry.
-    Pending,
-    /// An attempt is running.
-    Running,
-    /// Finished with output.
-    Completed,
-    /// Failed with a non-retryable error (a trap, a limit hit, a denial...).
-    Failed,
-    /// Cancelled.
-    Cancelled,
-    /// Its deadline passed.
-    TimedOut,
-    /// Failed with retryable errors until its attempts ran out.
-    DeadLettered,
-}
-
-impl TaskStatus {
-    /// Whether the task is done for good.
-    pub fn is_final(self) -> bool {
-        !matches!(self, TaskStatus::Pending | TaskStatus::Running)
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            TaskStatus::Pending => "pending",
-            TaskStatus::Running => "running",
-            TaskStatus::Completed => "completed",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Cancelled => "cancelled",
-            TaskStatus::TimedOut => "timed-out",
-            TaskStatus::DeadLettered => "dead-lettered",
-        }
-    }
-}
-
-/// One attempt at running a task.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Attempt {
-    /// When it started (ms since the Unix epoch).
-    pub started_ms: u64,
-    /// When it ended, if it did.
-    pub finished_ms: Option<u64>,
-    /// How it failed; `None` if it succeeded or never finished.
-    pub error: Option<TaskError>,
-    /// What it used.
-    pub usage: Option<ResourceUsage>,
-    /// The host stopped while it ran; it was run again.
-    #[serde(default)]
-    pub interrupted: bool,
-}
-
-/// Everything known about a task; what the journal keeps and the API shows.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TaskRecord {
-    pub id: u64,
-    pub agent: String,
-    pub input: String,
-    pub priority: Priority,
-    pub status: TaskStatus,
-    /// Submission time (ms since the Unix epoch).
-    pub submitted_ms: u64,
-    /// Absolute deadline (ms since the Unix epoch).
-    pub deadline_ms: Option<u64>,
-    pub idempotency_key: Option<String>,
-    pub max_attempts: u32,
-    pub attempts: Vec<Attempt>,
-    pub output: Option<String>,
-    pub error: Option<TaskError>,
 }
 
 /// Why a submission was refused.
@@ -196,6 +162,10 @@ pub enum SubmitError {
     QueueFull { capacity: usize },
     #[error("max_attempts must be between 1 and 100, not {0}")]
     BadAttempts(u32),
+    #[error("deadline_ms {0} is too far in the future; give milliseconds from now")]
+    BadDeadline(u64),
+    #[error("idempotency key {key:?} names task {id}, submitted with another agent or input; use a new key")]
+    IdempotencyConflict { key: String, id: TaskId },
     #[error("the scheduler is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -206,21 +176,35 @@ pub enum SubmitError {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CancelError {
     #[error("no task {0}")]
-    NotFound(u64),
+    NotFound(TaskId),
     #[error("task {id} already finished ({status})")]
-    AlreadyFinished { id: u64, status: &'static str },
+    AlreadyFinished { id: TaskId, status: &'static str },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// An unfinished task (or one whose final state is still being committed).
+struct Live {
+    /// The state the scheduler works on.
+    working: TaskState,
+    /// The last state committed: what callers are shown.
+    shown: TaskState,
+    input: Arc<str>,
+    /// Changes staged, and the number of the one shown.
+    staged: u64,
+    shown_at: u64,
 }
 
 struct State {
     queue: ReadyQueue,
-    records: HashMap<u64, TaskRecord>,
-    running: HashMap<u64, CancellationToken>,
-    idempotency: HashMap<String, u64>,
-    /// Tasks waiting out a retry delay (they count against `max_queued`).
+    live: HashMap<TaskId, Live>,
+    running: HashMap<TaskId, CancellationToken>,
+    idempotency: Idempotency,
+    /// Tasks waiting out a retry delay, and submissions being committed
+    /// (they count against `max_queued`).
     retrying: usize,
     /// Callers of [`Scheduler::wait`], by task.
-    waiters: HashMap<u64, Vec<oneshot::Sender<TaskRecord>>>,
-    next_id: u64,
+    waiters: HashMap<TaskId, Vec<oneshot::Sender<TaskRecord>>>,
 }
 
 struct Shared {
@@ -242,19 +226,37 @@ pub struct Scheduler {
     shared: Arc<Shared>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A change staged on a live task: what to commit, and its number.
+struct Staged {
+    change: Change,
+    at: u64,
+}
+
+impl Live {
+    fn stage(&mut self, output: Option<Arc<str>>) -> Staged {
+        self.staged += 1;
+        Staged {
+            change: Change { state: self.working.clone(), input: None, output, idempotency: None },
+            at: self.staged,
+        }
+    }
 }
 
 impl Scheduler {
     /// Opens the task store (`journal.redb` in the host's data directory
     /// unless the config names one), recovers every task that had not
-    /// finished (a task that was running at a crash runs again), and starts
-    /// the workers. Must be called inside a tokio runtime.
+    /// finished (a task that was running at a crash runs again, its cut-off
+    /// attempt marked interrupted), and starts the workers. Must be called
+    /// inside a tokio runtime.
     pub fn start(host: Arc<Host>, agents: Vec<AgentEntry>, config: SchedulerConfig) -> Result<Scheduler, JournalError> {
+        config.validate().map_err(JournalError::new)?;
         let journal: Arc<dyn TaskStore> = match &config.task_store {
             Some(store) => store.clone(),
-            None => Arc::new(RedbTaskStore::open(&host.config().data_dir.join("journal.redb"))?),
+            None => Arc::new(RedbTaskStore::open(&host.config().data_dir.join("journal.redb"), config.retention)?),
         };
         // Recovery reads and writes the store: off the async workers.
         let loaded = {
@@ -274,31 +276,28 @@ impl Scheduler {
         let agents: HashMap<String, AgentEntry> = agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect();
         let mut state = State {
             queue: ReadyQueue::default(),
-            records: HashMap::new(),
+            live: HashMap::new(),
             running: HashMap::new(),
-            idempotency: HashMap::new(),
+            idempotency: Idempotency::default(),
             retrying: 0,
             waiters: HashMap::new(),
-            next_id: 1,
         };
+        for entry in loaded.idempotency {
+            state.idempotency.insert(entry);
+        }
         let mut recovered = Vec::new();
-        for mut record in loaded {
-            state.next_id = state.next_id.max(record.id + 1);
-            if let Some(key) = &record.idempotency_key {
-                state.idempotency.insert(key.clone(), record.id);
-            }
-            if !record.status.is_final() {
-                if record.status == TaskStatus::Running {
-                    if let Some(last) = record.attempts.last_mut() {
-                        last.interrupted = true;
-                    }
+        for (mut working, input) in loaded.unfinished {
+            if working.status == TaskStatus::Running {
+                if let Some(last) = working.attempts.last_mut() {
+                    last.interrupted = true;
                 }
-                record.status = TaskStatus::Pending;
-                let agent: Arc<str> = record.agent.as_str().into();
-                state.queue.push(record.priority, Queued { id: record.id, agent, since: Instant::now() });
-                recovered.push(record.clone());
             }
-            state.records.insert(record.id, record);
+            working.status = TaskStatus::Pending;
+            let agent: Arc<str> = working.agent.as_str().into();
+            state.queue.push(working.priority, Queued { id: working.id, agent, since: Instant::now() });
+            recovered.push(Change { state: working.clone(), input: None, output: None, idempotency: None });
+            let live = Live { shown: working.clone(), working, input, staged: 0, shown_at: 0 };
+            state.live.insert(live.working.id, live);
         }
         if !recovered.is_empty() {
             let written = journal.commit(recovered.clone());
@@ -319,7 +318,7 @@ impl Scheduler {
         });
         shared.metrics.set_queue_depth(&shared.state.lock().unwrap().queue);
         let runtime = shared.config.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
-        for _ in 0..shared.config.workers.max(1) {
+        for _ in 0..shared.config.workers {
             let shared = shared.clone();
             runtime.spawn(async move { shared.worker().await });
         }
@@ -330,7 +329,7 @@ impl Scheduler {
     }
 
     /// Accepts a task: validates it, writes it to the journal, then queues it.
-    pub async fn submit(&self, submission: Submission) -> Result<u64, SubmitError> {
+    pub async fn submit(&self, submission: Submission) -> Result<TaskId, SubmitError> {
         let s = &self.shared;
         if s.stop.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
@@ -349,106 +348,136 @@ impl Scheduler {
         if !(1..=100).contains(&max_attempts) {
             return Err(SubmitError::BadAttempts(max_attempts));
         }
-        let record = {
+        let submitted_ms = now_ms();
+        let deadline_ms = match submission.deadline_ms {
+            Some(d) => Some(submitted_ms.checked_add(d).ok_or(SubmitError::BadDeadline(d))?),
+            None => None,
+        };
+        let input: Arc<str> = submission.input.into();
+        let change = {
             let mut st = s.state.lock().unwrap();
-            if let Some(id) = submission.idempotency_key.as_ref().and_then(|k| st.idempotency.get(k)) {
-                return Ok(*id);
-            }
+            let key = match submission.idempotency_key {
+                Some(key) => match st.idempotency.reuse(&key, &submission.agent, &input, submitted_ms) {
+                    Reuse::Same(id) => return Ok(id),
+                    Reuse::Conflict(id) => return Err(SubmitError::IdempotencyConflict { key, id }),
+                    Reuse::Free => Some(key),
+                },
+                None => None,
+            };
             if st.queue.len() + st.retrying >= s.config.max_queued {
                 s.metrics.rejected.inc();
                 return Err(SubmitError::QueueFull { capacity: s.config.max_queued });
             }
-            let id = st.next_id;
-            st.next_id += 1;
-            let submitted_ms = now_ms();
-            let record = TaskRecord {
+            let id = TaskId::generate();
+            let idempotency = key.as_ref().map(|key| {
+                let entry = IdempotencyEntry {
+                    key: key.clone(),
+                    id,
+                    digest: Idempotency::digest(&submission.agent, &input),
+                    expires_ms: submitted_ms.saturating_add(s.config.idempotency_ttl.as_millis() as u64),
+                };
+                st.idempotency.insert(entry.clone());
+                entry
+            });
+            // Reserve the queue room now; the task becomes visible once it is durable.
+            st.retrying += 1;
+            let state = TaskState {
                 id,
                 agent: submission.agent,
-                input: submission.input,
                 priority: submission.priority,
                 status: TaskStatus::Pending,
                 submitted_ms,
-                deadline_ms: submission.deadline_ms.map(|d| submitted_ms + d),
-                idempotency_key: submission.idempotency_key,
+                deadline_ms,
+                idempotency_key: key,
                 max_attempts,
                 attempts: Vec::new(),
-                output: None,
                 error: None,
+                finished_ms: None,
             };
-            if let Some(key) = &record.idempotency_key {
-                st.idempotency.insert(key.clone(), id);
-            }
-            // Reserve the id and the queue room now; the task becomes visible
-            // once it is durable.
-            st.retrying += 1;
-            record
+            Change { state, input: Some(input), output: None, idempotency }
         };
         // The durable step runs on a task of its own: a caller that goes
         // away (a client hanging up mid-submit) cannot leave the reserved
         // room and idempotency key behind.
         let shared = self.shared.clone();
-        match tokio::spawn(async move { shared.admit(record).await }).await {
+        match tokio::spawn(async move { shared.admit(change).await }).await {
             Ok(result) => result,
             Err(e) => Err(SubmitError::Journal(JournalError::new(format!("the submission was lost: {e}")))),
         }
     }
 
-    /// The task's record, if it exists.
-    pub fn status(&self, id: u64) -> Option<TaskRecord> {
-        self.shared.state.lock().unwrap().records.get(&id).cloned()
+    /// The task's record as committed, if it exists (finished tasks are
+    /// kept as long as the retention settings say).
+    pub async fn status(&self, id: TaskId) -> Result<Option<TaskRecord>, JournalError> {
+        let live = {
+            let st = self.shared.state.lock().unwrap();
+            st.live.get(&id).map(|t| TaskRecord::new(t.shown.clone(), &t.input, None))
+        };
+        match live {
+            Some(record) => Ok(Some(record)),
+            None => self.shared.journal.get(id).await,
+        }
     }
 
     /// Waits until the task reaches a final state and returns its record
     /// (`None` if there is no such task, or the scheduler stopped first).
     /// Final states reported here are already in the journal.
-    pub async fn wait(&self, id: u64) -> Option<TaskRecord> {
+    pub async fn wait(&self, id: TaskId) -> Option<TaskRecord> {
         let done = {
             let mut st = self.shared.state.lock().unwrap();
-            let record = st.records.get(&id)?;
-            if record.status.is_final() {
-                return Some(record.clone());
+            if !st.live.contains_key(&id) {
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.entry(id).or_default().push(tx);
+                Some(rx)
             }
-            let (tx, rx) = oneshot::channel();
-            st.waiters.entry(id).or_default().push(tx);
-            rx
         };
-        done.await.ok()
+        match done {
+            Some(done) => done.await.ok(),
+            None => self.shared.journal.get(id).await.ok().flatten().filter(|r| r.state.status.is_final()),
+        }
     }
 
     /// Cancels a task: a queued one never runs; a running one is interrupted
     /// at its next epoch check and its instance thrown away.
-    pub async fn cancel(&self, id: u64) -> Result<TaskStatus, CancelError> {
+    pub async fn cancel(&self, id: TaskId) -> Result<TaskStatus, CancelError> {
         let s = &self.shared;
-        let record = {
-            let mut st = s.state.lock().unwrap();
-            let status = st.records.get(&id).map(|r| r.status).ok_or(CancelError::NotFound(id))?;
-            if status.is_final() {
-                return Err(CancelError::AlreadyFinished { id, status: status.name() });
+        let staged = {
+            let mut guard = s.state.lock().unwrap();
+            let st = &mut *guard;
+            match st.live.get_mut(&id) {
+                None => None,
+                Some(_) if st.running.contains_key(&id) => {
+                    st.running[&id].cancel();
+                    return Ok(TaskStatus::Running);
+                }
+                Some(task) if task.working.status.is_final() => {
+                    return Err(CancelError::AlreadyFinished { id, status: task.working.status.name() });
+                }
+                Some(task) => {
+                    if st.queue.remove(id) {
+                        s.metrics.set_queue_depth(&st.queue);
+                    }
+                    // Queued, or waiting for a retry (the retry timer sees it is final).
+                    task.working.status = TaskStatus::Cancelled;
+                    task.working.error = Some(TaskError::Cancelled);
+                    task.working.finished_ms = Some(now_ms());
+                    Some(task.stage(None))
+                }
             }
-            if let Some(token) = st.running.get(&id) {
-                token.cancel();
-                return Ok(TaskStatus::Running);
-            }
-            if st.queue.remove(id) {
-                s.metrics.set_queue_depth(&st.queue);
-            }
-            // Queued, or waiting for a retry (the retry timer sees it is final).
-            let record = st.records.get_mut(&id).unwrap();
-            record.status = TaskStatus::Cancelled;
-            record.error = Some(TaskError::Cancelled);
-            record.clone()
         };
-        s.metrics.finished(&record.agent, TaskStatus::Cancelled);
+        let Some(staged) = staged else {
+            return match s.journal.get(id).await? {
+                Some(r) => Err(CancelError::AlreadyFinished { id, status: r.state.status.name() }),
+                None => Err(CancelError::NotFound(id)),
+            };
+        };
+        s.metrics.finished(&staged.change.state.agent, TaskStatus::Cancelled);
         // On a task of its own, so a caller that goes away cannot stop the
         // commit or the wake-up of the task's waiters halfway.
         let shared = self.shared.clone();
-        let finished = tokio::spawn(async move {
-            if let Err(e) = shared.journal.commit(vec![record.clone()]).await {
-                tracing::error!("{e}");
-            }
-            shared.notify_final(&record);
-        });
-        let _ = finished.await;
+        let _ = tokio::spawn(async move { shared.commit_and_show(staged).await }).await;
         Ok(TaskStatus::Cancelled)
     }
 
@@ -462,9 +491,21 @@ impl Scheduler {
         self.shared.state.lock().unwrap().queue.len()
     }
 
+    /// Tasks in memory now: unfinished, or finished with their final state
+    /// still being committed. Finished tasks are kept in the journal only.
+    pub fn live(&self) -> usize {
+        self.shared.state.lock().unwrap().live.len()
+    }
+
+    /// Whether the task store writes now (the last error if not).
+    pub fn storage_health(&self) -> Result<(), JournalError> {
+        self.shared.journal.health()
+    }
+
     /// Stops taking tasks from the queue and waits up to `grace` for running
-    /// tasks to finish. Queued tasks stay in the journal for the next start;
-    /// tasks still running after `grace` run again then.
+    /// tasks to finish (returning as soon as they have). Queued tasks stay
+    /// in the journal for the next start; tasks still running after
+    /// `grace` run again then.
     pub async fn shutdown(&self, grace: Duration) {
         let s = &self.shared;
         s.stop.cancel();
@@ -479,9 +520,9 @@ impl Scheduler {
 
 /// A task taken off the queue to run.
 struct Job {
-    id: u64,
+    id: TaskId,
     agent: Arc<Agent>,
-    input: String,
+    input: Arc<str>,
     deadline_ms: Option<u64>,
     cancel: CancellationToken,
     waited: Duration,
@@ -491,9 +532,34 @@ struct Job {
 }
 
 impl Shared {
-    /// Answers the callers waiting for this task's final state.
-    fn notify_final(&self, record: &TaskRecord) {
-        let waiters = self.state.lock().unwrap().waiters.remove(&record.id);
+    /// Commits a staged change and then shows it: callers see a state only
+    /// once it is durable. A final state leaves memory (the journal has it)
+    /// and answers the task's waiters.
+    async fn commit_and_show(&self, staged: Staged) {
+        let output = staged.change.output.clone();
+        let state = staged.change.state.clone();
+        if let Err(e) = self.journal.commit(vec![staged.change]).await {
+            tracing::error!("{e}");
+            return;
+        }
+        self.show(state, staged.at, output.as_deref());
+    }
+
+    fn show(&self, state: TaskState, at: u64, output: Option<&str>) {
+        let mut st = self.state.lock().unwrap();
+        let Some(task) = st.live.get_mut(&state.id) else { return };
+        if at <= task.shown_at {
+            return;
+        }
+        task.shown_at = at;
+        if !state.status.is_final() {
+            task.shown = state;
+            return;
+        }
+        let task = st.live.remove(&state.id).expect("looked up above");
+        let waiters = st.waiters.remove(&state.id);
+        drop(st);
+        let record = TaskRecord::new(state, &task.input, output);
         for waiter in waiters.into_iter().flatten() {
             let _ = waiter.send(record.clone());
         }
@@ -501,21 +567,23 @@ impl Shared {
 
     /// Commits an accepted task whose id and queue room are reserved, then
     /// queues it; on failure gives the room and the idempotency key back.
-    async fn admit(&self, record: TaskRecord) -> Result<u64, SubmitError> {
-        let written = self.journal.commit(vec![record.clone()]).await;
+    async fn admit(&self, change: Change) -> Result<TaskId, SubmitError> {
+        let written = self.journal.commit(vec![change.clone()]).await;
         let mut st = self.state.lock().unwrap();
         st.retrying -= 1;
+        let state = change.state;
         if let Err(e) = written {
-            if let Some(key) = &record.idempotency_key {
-                st.idempotency.remove(key);
+            if let Some(entry) = &change.idempotency {
+                st.idempotency.remove(&entry.key);
             }
             return Err(e.into());
         }
-        let id = record.id;
-        let agent: Arc<str> = record.agent.as_str().into();
-        self.metrics.submitted(&record.agent);
-        st.queue.push(record.priority, Queued { id, agent, since: Instant::now() });
-        st.records.insert(id, record);
+        let id = state.id;
+        let agent: Arc<str> = state.agent.as_str().into();
+        self.metrics.submitted(&state.agent);
+        st.queue.push(state.priority, Queued { id, agent, since: Instant::now() });
+        let input = change.input.expect("a submission carries its input");
+        st.live.insert(id, Live { shown: state.clone(), working: state, input, staged: 0, shown_at: 0 });
         self.metrics.set_queue_depth(&st.queue);
         drop(st);
         self.wake.notify_one();
@@ -538,7 +606,7 @@ impl Shared {
                 return None;
             }
             let wake = self.wake.notified();
-            let (job, expired) = {
+            let (job, staged) = {
                 let mut guard = self.state.lock().unwrap();
                 let st = &mut *guard;
                 let caps = &self.agents;
@@ -550,50 +618,46 @@ impl Shared {
                     Some((priority, queued)) => self.start_job(st, priority, queued),
                 }
             };
-            if let Some(record) = expired {
-                self.metrics.finished(&record.agent, record.status);
-                if let Err(e) = self.journal.commit(vec![record.clone()]).await {
-                    tracing::error!("{e}");
+            match (job, staged) {
+                (None, Some(ended)) => {
+                    // It ended before it could start (deadline passed, agent gone).
+                    self.metrics.finished(&ended.change.state.agent, ended.change.state.status);
+                    self.commit_and_show(ended).await;
                 }
-                self.notify_final(&record);
-                continue;
-            }
-            if let Some((job, record)) = job {
-                // Durable before the agent runs: an attempt that had side effects
-                // is on record, so one cut off by a crash is known as such.
-                if let Err(e) = self.journal.commit(vec![record]).await {
-                    tracing::error!("{e}");
+                (Some(job), Some(started)) => {
+                    // Durable before the agent runs: an attempt that had side effects
+                    // is on record, so one cut off by a crash is known as such.
+                    self.commit_and_show(started).await;
+                    return Some(job);
                 }
-                return Some(job);
-            }
-            tokio::select! {
-                _ = wake => {}
-                _ = self.stop.cancelled() => return None,
+                _ => tokio::select! {
+                    _ = wake => {}
+                    _ = self.stop.cancelled() => return None,
+                },
             }
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn start_job(
-        &self,
-        st: &mut State,
-        priority: Priority,
-        queued: Queued,
-    ) -> (Option<(Job, TaskRecord)>, Option<TaskRecord>) {
+    /// Starts a popped task: the job and its staged start, or (no job) the
+    /// staged final state of a task that cannot start, or nothing when the
+    /// agent has no free slot after all.
+    fn start_job(&self, st: &mut State, priority: Priority, queued: Queued) -> (Option<Job>, Option<Staged>) {
+        let task = st.live.get_mut(&queued.id).expect("a queued task is live");
         let Some(entry) = self.agents.get(&*queued.agent) else {
             // An agent removed from the configuration since the task was accepted.
-            let record = st.records.get_mut(&queued.id).unwrap();
-            record.status = TaskStatus::Failed;
-            record.error = Some(TaskError::Instantiate {
+            task.working.status = TaskStatus::Failed;
+            task.working.error = Some(TaskError::Instantiate {
                 reason: format!("agent `{}` is not configured on this host", queued.agent),
             });
-            return (None, Some(record.clone()));
+            task.working.finished_ms = Some(now_ms());
+            return (None, Some(task.stage(None)));
         };
-        let record = st.records.get_mut(&queued.id).unwrap();
-        if record.deadline_ms.is_some_and(|d| d <= now_ms()) {
-            record.status = TaskStatus::TimedOut;
-            record.error = Some(TaskError::DeadlineExceeded);
-            return (None, Some(record.clone()));
+        let now = now_ms();
+        if task.working.deadline_ms.is_some_and(|d| d <= now) {
+            task.working.status = TaskStatus::TimedOut;
+            task.working.error = Some(TaskError::DeadlineExceeded);
+            task.working.finished_ms = Some(now);
+            return (None, Some(task.stage(None)));
         }
         let Some(slot) = entry.agent.slots.try_take() else {
             // A calling agent took the last slot since the queue looked: wait
@@ -601,27 +665,27 @@ impl Shared {
             st.queue.push(priority, queued);
             return (None, None);
         };
-        record.status = TaskStatus::Running;
-        record.attempts.push(Attempt {
-            started_ms: now_ms(),
+        task.working.status = TaskStatus::Running;
+        task.working.attempts.push(Attempt {
+            started_ms: now,
             finished_ms: None,
             error: None,
             usage: None,
             interrupted: false,
         });
         let job = Job {
-            id: record.id,
+            id: queued.id,
             agent: entry.agent.clone(),
-            input: record.input.clone(),
-            deadline_ms: record.deadline_ms,
+            input: task.input.clone(),
+            deadline_ms: task.working.deadline_ms,
             cancel: CancellationToken::new(),
             waited: queued.since.elapsed(),
-            attempt: record.attempts.len(),
+            attempt: task.working.attempts.len(),
             slot,
         };
-        let record = record.clone();
+        let staged = task.stage(None);
         st.running.insert(job.id, job.cancel.clone());
-        (Some((job, record)), None)
+        (Some(job), Some(staged))
     }
 
     async fn execute(self: &Arc<Self>, job: Job) {
@@ -631,23 +695,27 @@ impl Shared {
             tokio::time::Instant::now() + left
         });
         let options = RunOptions { deadline, cancel: Some(job.cancel.clone()) };
-        let span = tracing::info_span!("task", agent = job.agent.name(), task = job.id, attempt = job.attempt);
+        let span = tracing::info_span!("task", agent = job.agent.name(), task = %job.id, attempt = job.attempt);
         let report = tracing::Instrument::instrument(self.host.run_with(&job.agent, &job.input, options), span).await;
 
         let mut retry_after = None;
-        let record = {
-            let mut st = self.state.lock().unwrap();
+        let staged = {
+            let mut guard = self.state.lock().unwrap();
+            let st = &mut *guard;
             st.running.remove(&job.id);
-            let record = st.records.get_mut(&job.id).unwrap();
+            let task = st.live.get_mut(&job.id).expect("a running task is live");
+            let record = &mut task.working;
+            let now = now_ms();
             let attempt = record.attempts.last_mut().expect("a running task has an attempt");
-            attempt.finished_ms = Some(now_ms());
+            attempt.finished_ms = Some(now);
             attempt.usage = Some(report.usage.clone());
             attempt.error = report.outcome.as_ref().err().cloned();
             let attempts = record.attempts.len() as u32;
+            let mut output = None;
             match report.outcome {
-                Ok(output) => {
+                Ok(out) => {
                     record.status = TaskStatus::Completed;
-                    record.output = Some(output);
+                    output = Some(Arc::<str>::from(out));
                     record.error = None;
                 }
                 Err(e) => {
@@ -665,17 +733,21 @@ impl Shared {
                     record.error = Some(e);
                 }
             }
+            if record.status.is_final() {
+                record.finished_ms = Some(now);
+            }
             if retry_after.is_some() {
                 st.retrying += 1;
             }
-            st.records[&job.id].clone()
+            task.stage(output)
         };
         self.wake.notify_one();
-        if record.status.is_final() {
-            self.metrics.finished(&record.agent, record.status);
+        let (agent, status) = (staged.change.state.agent.clone(), staged.change.state.status);
+        if status.is_final() {
+            self.metrics.finished(&agent, status);
         }
         if retry_after.is_some() {
-            self.metrics.retried(&record.agent);
+            self.metrics.retried(&agent);
         }
         // The worker goes on to the next task while this one's record is
         // committed (with others' in one group); its waiters are answered,
@@ -685,26 +757,26 @@ impl Shared {
         // Queued now, before the slot is freed: the start of a task this
         // slot lets run commits no earlier than this task's end, so a crash
         // never leaves more tasks "running" than there are slots.
-        let written = self.journal.commit(vec![record.clone()]);
+        let output = staged.change.output.clone();
+        let state = staged.change.state.clone();
+        let written = self.journal.commit(vec![staged.change]);
         drop(job.slot);
         tokio::spawn(async move {
             let written = written.await;
             shared.committing.fetch_sub(1, Ordering::SeqCst);
-            if let Err(e) = written {
-                tracing::error!("{e}");
-            }
-            if record.status.is_final() {
-                shared.notify_final(&record);
+            match written {
+                Ok(()) => shared.show(state, staged.at, output.as_deref()),
+                Err(e) => tracing::error!("{e}"),
             }
             let Some(delay) = retry_after else { return };
             tokio::time::sleep(delay).await;
             let mut st = shared.state.lock().unwrap();
             st.retrying -= 1;
-            let Some(record) = st.records.get(&job.id) else { return };
-            if record.status != TaskStatus::Pending {
+            let Some(task) = st.live.get(&job.id) else { return };
+            if task.working.status != TaskStatus::Pending {
                 return; // cancelled while waiting
             }
-            let (priority, agent) = (record.priority, record.agent.as_str().into());
+            let (priority, agent) = (task.working.priority, task.working.agent.as_str().into());
             st.queue.push(priority, Queued { id: job.id, agent, since: Instant::now() });
             shared.metrics.set_queue_depth(&st.queue);
             drop(st);

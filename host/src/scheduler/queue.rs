@@ -7,6 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::TaskId;
+
 /// Task priority, highest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -54,7 +56,7 @@ impl std::str::FromStr for Priority {
 #[derive(Debug, Clone)]
 pub struct Queued {
     /// The task's id.
-    pub id: u64,
+    pub id: TaskId,
     /// The agent that runs it.
     pub agent: Arc<str>,
     /// When it was queued (for aging).
@@ -148,7 +150,7 @@ impl ReadyQueue {
     }
 
     /// Removes a queued task; returns whether it was there.
-    pub fn remove(&mut self, id: u64) -> bool {
+    pub fn remove(&mut self, id: TaskId) -> bool {
         for level in &mut self.levels {
             let Some(agent) =
                 level.per_agent.iter().find(|(_, q)| q.iter().any(|t| t.id == id)).map(|(a, _)| a.clone())
@@ -173,11 +175,15 @@ mod tests {
     use super::*;
 
     fn q(id: u64, agent: &str, since: Instant) -> Queued {
-        Queued { id, agent: agent.into(), since }
+        Queued { id: TaskId::from_u128(id.into()), agent: agent.into(), since }
+    }
+
+    fn n(task: Queued) -> u64 {
+        task.id.as_u128() as u64
     }
 
     fn drain(queue: &mut ReadyQueue, now: Instant, aging: Duration) -> Vec<u64> {
-        std::iter::from_fn(|| queue.pop(now, aging, |_| true).map(|(_, t)| t.id)).collect()
+        std::iter::from_fn(|| queue.pop(now, aging, |_| true).map(|(_, t)| n(t))).collect()
     }
 
     #[test]
@@ -213,12 +219,15 @@ mod tests {
         let later = start + Duration::from_secs(5);
         queue.push(Priority::Critical, q(2, "a", later));
         // After 5 s at 1 s per level, background (4) scores -1: ahead of critical (0).
-        assert_eq!(queue.pop(later, Duration::from_secs(1), |_| true).unwrap().1.id, 1);
+        assert_eq!(queue.pop(later, Duration::from_secs(1), |_| true).map(|(_, t)| n(t)), Some(1));
         // Without enough aging, critical wins.
         let mut queue = ReadyQueue::default();
         queue.push(Priority::Background, q(1, "a", start));
         queue.push(Priority::Critical, q(2, "a", start));
-        assert_eq!(queue.pop(start + Duration::from_secs(3), Duration::from_secs(1), |_| true).unwrap().1.id, 2);
+        assert_eq!(
+            queue.pop(start + Duration::from_secs(3), Duration::from_secs(1), |_| true).map(|(_, t)| n(t)),
+            Some(2)
+        );
     }
 
     #[test]
@@ -228,9 +237,9 @@ mod tests {
         queue.push(Priority::Normal, q(1, "busy", now));
         queue.push(Priority::Normal, q(2, "free", now));
         queue.push(Priority::Normal, q(3, "free", now));
-        assert_eq!(queue.pop(now, Duration::from_secs(1), |a| a != "busy").unwrap().1.id, 2);
-        assert!(queue.remove(3));
-        assert!(!queue.remove(3));
+        assert_eq!(queue.pop(now, Duration::from_secs(1), |a| a != "busy").map(|(_, t)| n(t)), Some(2));
+        assert!(queue.remove(TaskId::from_u128(3)));
+        assert!(!queue.remove(TaskId::from_u128(3)));
         assert!(queue.pop(now, Duration::from_secs(1), |a| a != "busy").is_none());
         assert_eq!(queue.len_at(Priority::Normal), 1);
     }

@@ -3,19 +3,54 @@
 //! embedded implementation; a networked one (Redis) implements the same.
 
 use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::{JournalError, TaskRecord};
+use super::task::{Change, IdempotencyEntry, TaskId, TaskRecord, TaskState};
+use super::JournalError;
 
-/// Where the scheduler keeps its tasks. A record with an id already stored
+/// What a restart finds: the tasks that had not finished, and the
+/// idempotency keys still live.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Unfinished tasks with their inputs.
+    pub unfinished: Vec<(TaskState, Arc<str>)>,
+    /// Idempotency keys that have not expired.
+    pub idempotency: Vec<IdempotencyEntry>,
+}
+
+/// How long finished tasks are kept: a task is deleted (state, input and
+/// output) once it is older than `max_age`, or once more than `max_count`
+/// finished tasks are kept (oldest first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_count: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_age: Duration::from_secs(7 * 24 * 3600), max_count: 100_000 }
+    }
+}
+
+/// Where the scheduler keeps its tasks. A state with an id already stored
 /// replaces it.
 pub trait TaskStore: Send + Sync + 'static {
-    /// Every stored task. Called once, when the scheduler starts, from a
-    /// thread of its own (it may block).
-    fn load(&self) -> Result<Vec<TaskRecord>, JournalError>;
+    /// What a restart resumes. Called once, when the scheduler starts,
+    /// from a thread of its own (it may block).
+    fn load(&self) -> Result<Recovered, JournalError>;
 
-    /// Queues `records` for writing now — so they are durable no later
+    /// Queues `changes` for writing now — so they are durable no later
     /// than anything queued after this call — and returns what resolves
-    /// once they are. Batches: one call carries every record of a change,
-    /// and an implementation may write what several calls queued together.
-    fn commit(&self, records: Vec<TaskRecord>) -> BoxFuture<'static, Result<(), JournalError>>;
+    /// once they are. A submission that cannot be written resolves to the
+    /// error; any other change is kept and written again until it is
+    /// durable (the future resolves then).
+    fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<(), JournalError>>;
+
+    /// A stored task (finished tasks live only here).
+    fn get(&self, id: TaskId) -> BoxFuture<'static, Result<Option<TaskRecord>, JournalError>>;
+
+    /// Whether writes succeed now: the last error, until a write succeeds again.
+    fn health(&self) -> Result<(), JournalError>;
 }

@@ -4,7 +4,10 @@
 //! shaped for a networked backend: every call may fail with
 //! [`KvStoreError::Unavailable`], and none blocks an async worker thread.
 
+mod redb_file;
 mod redb_kv;
+
+pub(crate) use redb_file::open_database;
 
 pub use redb_kv::RedbKv;
 

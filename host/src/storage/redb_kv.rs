@@ -39,7 +39,7 @@ impl RedbKv {
     /// namespace totals were kept gets them computed here, once.
     pub fn open(path: &Path) -> Result<RedbKv, HostError> {
         let err = |reason: String| HostError::DataDir { path: path.display().to_string(), reason };
-        let db = Database::create(path).map_err(|e| err(format!("cannot open the KV store: {e}")))?;
+        let db = super::open_database(path, "the KV store").map_err(err)?;
         RedbKv::with_database(db).map_err(err)
     }
 
