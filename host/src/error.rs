@@ -92,6 +92,10 @@ pub enum HostError {
     /// The data directory or store could not be opened.
     #[error("cannot open the data directory {path}: {reason}")]
     DataDir { path: String, reason: String },
+    /// A store file in the data directory is damaged or cannot be opened
+    /// (the message names the file and what to do).
+    #[error("{0}")]
+    StoreFile(String),
     /// Bad host configuration.
     #[error("invalid host configuration: {0}")]
     Config(String),

@@ -225,6 +225,13 @@ impl Host {
     pub fn config(&self) -> &HostConfig {
         &self.config
     }
+
+    /// Opens the KV store now (it is otherwise opened on first use), so a
+    /// daemon finds a damaged file when it starts, not at an agent's first
+    /// KV call.
+    pub fn open_storage(&self) -> Result<(), HostError> {
+        self.kv_backend().map(drop)
+    }
 }
 
 impl HostInner {

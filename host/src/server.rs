@@ -221,6 +221,7 @@ impl Daemon {
         budget.compile_memory_mib = load.compile_memory_mib.unwrap_or(budget.compile_memory_mib);
         config.validate()?;
         let host = Arc::new(extend(Host::builder(host_config)).build().map_err(|e| e.to_string())?);
+        host.open_storage().map_err(|e| e.to_string())?;
         let mut agents = Vec::new();
         for a in &config.agents {
             let policy = match &a.policy {
@@ -234,7 +235,14 @@ impl Daemon {
         }
         let runtime = tasks_runtime().map_err(|e| format!("cannot start the task runtime: {e}"))?;
         let scheduler_config = SchedulerConfig { runtime: Some(runtime.handle().clone()), ..config.scheduler_config() };
-        let scheduler = Scheduler::start(host.clone(), agents, scheduler_config).map_err(|e| e.to_string())?;
+        let scheduler = match Scheduler::start(host.clone(), agents, scheduler_config) {
+            Ok(scheduler) => scheduler,
+            Err(e) => {
+                // Called from async code, where a runtime may not block on its way out.
+                runtime.shutdown_background();
+                return Err(e.to_string());
+            }
+        };
         let grace = Duration::from_millis(config.scheduler.shutdown_grace_ms.unwrap_or(10_000));
         Ok(Daemon { host, scheduler, grace, http: config.http.clone(), tasks_runtime: Some(runtime) })
     }
@@ -384,12 +392,12 @@ async fn agents(State(api): Api) -> Response {
 }
 
 async fn health(State(api): Api) -> Response {
-    let queued = api.scheduler.queued();
+    let (queued, in_memory) = (api.scheduler.queued(), api.scheduler.live());
     match api.scheduler.storage_health() {
-        Ok(()) => Json(json!({ "status": "ok", "queued": queued })).into_response(),
+        Ok(()) => Json(json!({ "status": "ok", "queued": queued, "in_memory": in_memory })).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "degraded", "queued": queued, "storage": e.to_string() })),
+            Json(json!({ "status": "degraded", "queued": queued, "in_memory": in_memory, "storage": e.to_string() })),
         )
             .into_response(),
     }

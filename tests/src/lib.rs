@@ -284,8 +284,29 @@ impl DaemonProcess {
     /// Kills the daemon with SIGKILL (a crash) and starts it again on the
     /// same config and data directory.
     pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.restart();
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
+    }
+
+    /// Kills it with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Starts it again on the same config and data directory (after [`Self::kill`] or [`Self::terminate`]).
+    pub fn restart(&mut self) {
         *self = Self::spawn(self.config.clone());
     }
 
@@ -295,6 +316,32 @@ impl DaemonProcess {
         std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
     }
+}
+
+/// Runs `chimera serve --listen LISTEN` on `dir/chimera.toml` (written from
+/// `config`) expecting it to refuse to start; returns its exit code and
+/// stderr. Panics if it is still running after 120 s.
+pub fn serve_refused(dir: &Path, config: &str, listen: &str) -> (Option<i32>, String) {
+    let path = dir.join("chimera.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(chimera_bin())
+        .args(["serve", "--listen", listen, "--config"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chimera serve starts");
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("chimera serve started instead of refusing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 impl Drop for DaemonProcess {

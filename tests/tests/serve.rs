@@ -300,7 +300,29 @@ async fn idempotency_keys_and_deadlines() {
     let mut body = seq("a", "normal");
     body["idempotency_key"] = json!("order-17");
     let first = api.submit_ok(body.clone()).await;
-    assert_eq!(api.submit_ok(body).await, first);
+    assert_eq!(api.submit_ok(body.clone()).await, first);
+    // The same key with another input, or for another agent: refused, naming the task.
+    for (field, value) in [("input", json!(r#"{"key":"other"}"#)), ("agent", json!("b"))] {
+        let mut other = body.clone();
+        other[field] = value;
+        let (code, answer) = api.submit(other).await;
+        assert_eq!(code, 409, "{answer}");
+        assert_eq!(
+            answer["error"],
+            format!(
+                "idempotency key \"order-17\" names task {first}, submitted with another agent or input; use a new key"
+            )
+        );
+    }
+    // A deadline past what a clock can hold is refused, not wrapped around.
+    let mut far = seq("a", "normal");
+    far["deadline_ms"] = json!(u64::MAX);
+    let (code, answer) = api.submit(far).await;
+    assert_eq!(code, 400, "{answer}");
+    assert_eq!(
+        answer["error"],
+        format!("deadline_ms {} is too far in the future; give milliseconds from now", u64::MAX)
+    );
     // A deadline that passes while the task waits behind the blocker: it never runs.
     let mut late = seq("a", "normal");
     late["deadline_ms"] = json!(50);

@@ -67,3 +67,23 @@ impl Idempotency {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_names_its_task_until_it_expires_and_only_for_the_same_request() {
+        let mut keys = Idempotency::default();
+        let id = TaskId::from_u128(7);
+        let digest = Idempotency::digest("echo", "hi");
+        keys.insert(IdempotencyEntry { key: "k".into(), id, digest, expires_ms: 100 });
+        assert!(matches!(keys.reuse("k", "echo", "hi", 99), Reuse::Same(i) if i == id));
+        assert!(matches!(keys.reuse("k", "echo", "other", 99), Reuse::Conflict(i) if i == id));
+        assert!(matches!(keys.reuse("k", "other", "hi", 99), Reuse::Conflict(i) if i == id));
+        // Agent and input are told apart: ("ab", "c") is not ("a", "bc").
+        assert_ne!(Idempotency::digest("ab", "c"), Idempotency::digest("a", "bc"));
+        assert!(matches!(keys.reuse("k", "echo", "hi", 100), Reuse::Free));
+        assert!(keys.keys.is_empty() && keys.expiry.is_empty());
+    }
+}

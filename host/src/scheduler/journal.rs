@@ -44,6 +44,9 @@ const PROBE: TableDefinition<&str, u64> = TableDefinition::new("journal_probe");
 /// The table of the journal's first format (u64 ids, whole records).
 const OLD_FORMAT: &str = "journal_tasks";
 
+/// The journal's page cache: the states of the tasks in flight and the
+/// tables' upper pages; inputs and outputs are read once, if at all.
+const JOURNAL_CACHE_BYTES: usize = 16 << 20;
 /// Most changes committed in one transaction; more wait for the next.
 const MAX_GROUP: usize = 4096;
 /// Most finished tasks (or expired keys) deleted in one transaction.
@@ -124,7 +127,7 @@ fn current(slot: &Slot) -> Result<Arc<Database>, JournalError> {
 }
 
 fn open_file(path: &Path) -> Result<Database, JournalError> {
-    let db = crate::storage::open_database(path, "the task journal").map_err(JournalError)?;
+    let db = crate::storage::open_database(path, "file", JOURNAL_CACHE_BYTES).map_err(JournalError)?;
     let tx = db.begin_write().map_err(err)?;
     let old = tx.list_tables().map_err(err)?.any(|t| t.name() == OLD_FORMAT);
     if old {
@@ -155,19 +158,12 @@ impl TaskStore for RedbTaskStore {
     fn load(&self) -> Result<Recovered, JournalError> {
         let tx = self.database()?.begin_read().map_err(err)?;
         let states = tx.open_table(STATES).map_err(err)?;
-        let inputs = tx.open_table(INPUTS).map_err(err)?;
         let mut recovered = Recovered::default();
         for entry in states.iter().map_err(err)? {
-            let (id, bytes) = entry.map_err(err)?;
-            let state = decode_state(bytes.value())?;
-            if state.status.is_final() {
-                continue;
+            let state = decode_state(entry.map_err(err)?.1.value())?;
+            if !state.status.is_final() {
+                recovered.unfinished.push(state);
             }
-            let input = match inputs.get(id.value()).map_err(err)? {
-                Some(bytes) => decode_text(bytes.value())?,
-                None => return Err(err(format!("task {} has no input stored", state.id))),
-            };
-            recovered.unfinished.push((state, input.into()));
         }
         let now = now_ms();
         for entry in tx.open_table(IDEMPOTENCY).map_err(err)?.range((now, "")..).map_err(err)? {
@@ -397,4 +393,79 @@ fn write_group<'a>(db: &Database, changes: impl Iterator<Item = &'a Change>) -> 
         }
     }
     tx.commit().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::{Priority, TaskStatus};
+
+    fn state(n: u128, status: TaskStatus, finished_ms: Option<u64>) -> Change {
+        let state = TaskState {
+            id: TaskId::from_u128(n),
+            agent: "a".into(),
+            priority: Priority::Normal,
+            status,
+            submitted_ms: 1,
+            deadline_ms: None,
+            idempotency_key: None,
+            max_attempts: 1,
+            attempts: Vec::new(),
+            error: None,
+            finished_ms,
+        };
+        Change {
+            state,
+            input: Some(format!("in {n}").into()),
+            output: Some(format!("out {n}").into()),
+            idempotency: None,
+        }
+    }
+
+    #[test]
+    fn retention_deletes_the_oldest_finished_tasks_by_age_and_count_and_never_an_unfinished_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        let store = RedbTaskStore::open(&dir.path().join("j.redb"), Retention { max_age: day, max_count: 3 }).unwrap();
+        let now = now_ms();
+        let two_days_ago = now - 2 * day.as_millis() as u64;
+        let mut changes = vec![
+            state(1, TaskStatus::Completed, Some(two_days_ago)),
+            state(2, TaskStatus::Failed, Some(two_days_ago + 1)),
+            state(3, TaskStatus::Pending, None),
+        ];
+        changes.extend((10..15).map(|n| state(n, TaskStatus::Completed, Some(now + n as u64))));
+        let expired =
+            IdempotencyEntry { key: "old".into(), id: TaskId::from_u128(1), digest: "d".into(), expires_ms: 5 };
+        let live = IdempotencyEntry {
+            key: "new".into(),
+            id: TaskId::from_u128(3),
+            digest: "d".into(),
+            expires_ms: now + 60_000,
+        };
+        changes[0].idempotency = Some(expired);
+        changes[2].idempotency = Some(live.clone());
+        futures::executor::block_on(store.commit(changes)).unwrap();
+        let kept = |n: u128| futures::executor::block_on(store.get(TaskId::from_u128(n))).unwrap();
+        let mut swept = false;
+        for _ in 0..200 {
+            if kept(11).is_none() {
+                swept = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(swept, "retention never ran");
+        for n in [1, 2, 10, 11] {
+            assert_eq!(kept(n), None, "task {n} outlived retention");
+        }
+        for n in [12, 13, 14] {
+            let r = kept(n).unwrap();
+            assert_eq!((r.input, r.output), (format!("in {n}"), Some(format!("out {n}"))));
+        }
+        assert_eq!(kept(3).unwrap().state.status, TaskStatus::Pending);
+        let recovered = store.load().unwrap();
+        assert_eq!(recovered.unfinished.iter().map(|s| s.id).collect::<Vec<_>>(), [TaskId::from_u128(3)]);
+        assert_eq!(recovered.idempotency, [live]);
+    }
 }

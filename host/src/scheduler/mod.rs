@@ -3,11 +3,12 @@
 //! dead-letter state, cancellation, back-pressure and per-agent
 //! concurrency caps.
 //!
-//! What a caller can read of a task is what the journal holds: each change
-//! is made on a working copy, committed, and only then shown (a task shown
-//! `completed` never runs again, whatever crashes). Only unfinished tasks
-//! are kept in memory; finished ones are read from the journal, which keeps
-//! them as long as [`Retention`] says.
+//! What a caller can read of a task is what the journal holds: the API and
+//! [`Scheduler::wait`] read the journal, never the scheduler's working copy,
+//! so a task shown `completed` never runs again, whatever crashes. Memory
+//! holds only the states of unfinished tasks (inputs are read from the
+//! journal when a task starts, outputs go straight to it); finished tasks
+//! are kept in the journal as long as [`Retention`] says.
 
 mod idempotency;
 mod journal;
@@ -183,28 +184,18 @@ pub enum CancelError {
     Journal(#[from] JournalError),
 }
 
-/// An unfinished task (or one whose final state is still being committed).
-struct Live {
-    /// The state the scheduler works on.
-    working: TaskState,
-    /// The last state committed: what callers are shown.
-    shown: TaskState,
-    input: Arc<str>,
-    /// Changes staged, and the number of the one shown.
-    staged: u64,
-    shown_at: u64,
-}
-
 struct State {
     queue: ReadyQueue,
-    live: HashMap<TaskId, Live>,
+    /// The working states of unfinished tasks (and of finished ones until
+    /// their final state is committed).
+    live: HashMap<TaskId, TaskState>,
     running: HashMap<TaskId, CancellationToken>,
     idempotency: Idempotency,
     /// Tasks waiting out a retry delay, and submissions being committed
     /// (they count against `max_queued`).
     retrying: usize,
-    /// Callers of [`Scheduler::wait`], by task.
-    waiters: HashMap<TaskId, Vec<oneshot::Sender<TaskRecord>>>,
+    /// Callers of [`Scheduler::wait`], by task: told once its final state is committed.
+    waiters: HashMap<TaskId, Vec<oneshot::Sender<()>>>,
 }
 
 struct Shared {
@@ -230,20 +221,9 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A change staged on a live task: what to commit, and its number.
-struct Staged {
-    change: Change,
-    at: u64,
-}
-
-impl Live {
-    fn stage(&mut self, output: Option<Arc<str>>) -> Staged {
-        self.staged += 1;
-        Staged {
-            change: Change { state: self.working.clone(), input: None, output, idempotency: None },
-            at: self.staged,
-        }
-    }
+/// The change to commit for a task's working state.
+fn staged(state: &TaskState, output: Option<Arc<str>>) -> Change {
+    Change { state: state.clone(), input: None, output, idempotency: None }
 }
 
 impl Scheduler {
@@ -286,7 +266,7 @@ impl Scheduler {
             state.idempotency.insert(entry);
         }
         let mut recovered = Vec::new();
-        for (mut working, input) in loaded.unfinished {
+        for mut working in loaded.unfinished {
             if working.status == TaskStatus::Running {
                 if let Some(last) = working.attempts.last_mut() {
                     last.interrupted = true;
@@ -295,9 +275,8 @@ impl Scheduler {
             working.status = TaskStatus::Pending;
             let agent: Arc<str> = working.agent.as_str().into();
             state.queue.push(working.priority, Queued { id: working.id, agent, since: Instant::now() });
-            recovered.push(Change { state: working.clone(), input: None, output: None, idempotency: None });
-            let live = Live { shown: working.clone(), working, input, staged: 0, shown_at: 0 };
-            state.live.insert(live.working.id, live);
+            recovered.push(staged(&working, None));
+            state.live.insert(working.id, working);
         }
         if !recovered.is_empty() {
             let written = journal.commit(recovered.clone());
@@ -409,14 +388,7 @@ impl Scheduler {
     /// The task's record as committed, if it exists (finished tasks are
     /// kept as long as the retention settings say).
     pub async fn status(&self, id: TaskId) -> Result<Option<TaskRecord>, JournalError> {
-        let live = {
-            let st = self.shared.state.lock().unwrap();
-            st.live.get(&id).map(|t| TaskRecord::new(t.shown.clone(), &t.input, None))
-        };
-        match live {
-            Some(record) => Ok(Some(record)),
-            None => self.shared.journal.get(id).await,
-        }
+        self.shared.journal.get(id).await
     }
 
     /// Waits until the task reaches a final state and returns its record
@@ -433,10 +405,10 @@ impl Scheduler {
                 Some(rx)
             }
         };
-        match done {
-            Some(done) => done.await.ok(),
-            None => self.shared.journal.get(id).await.ok().flatten().filter(|r| r.state.status.is_final()),
+        if let Some(done) = done {
+            done.await.ok()?;
         }
+        self.shared.journal.get(id).await.ok().flatten().filter(|r| r.state.status.is_final())
     }
 
     /// Cancels a task: a queued one never runs; a running one is interrupted
@@ -452,18 +424,19 @@ impl Scheduler {
                     st.running[&id].cancel();
                     return Ok(TaskStatus::Running);
                 }
-                Some(task) if task.working.status.is_final() => {
-                    return Err(CancelError::AlreadyFinished { id, status: task.working.status.name() });
+                Some(task) if task.status.is_final() => {
+                    return Err(CancelError::AlreadyFinished { id, status: task.status.name() });
                 }
                 Some(task) => {
                     if st.queue.remove(id) {
                         s.metrics.set_queue_depth(&st.queue);
                     }
-                    // Queued, or waiting for a retry (the retry timer sees it is final).
-                    task.working.status = TaskStatus::Cancelled;
-                    task.working.error = Some(TaskError::Cancelled);
-                    task.working.finished_ms = Some(now_ms());
-                    Some(task.stage(None))
+                    // Queued, being started, or waiting for a retry (each
+                    // of those sees it is final).
+                    task.status = TaskStatus::Cancelled;
+                    task.error = Some(TaskError::Cancelled);
+                    task.finished_ms = Some(now_ms());
+                    Some(staged(task, None))
                 }
             }
         };
@@ -473,7 +446,7 @@ impl Scheduler {
                 None => Err(CancelError::NotFound(id)),
             };
         };
-        s.metrics.finished(&staged.change.state.agent, TaskStatus::Cancelled);
+        s.metrics.finished(&staged.state.agent, TaskStatus::Cancelled);
         // On a task of its own, so a caller that goes away cannot stop the
         // commit or the wake-up of the task's waiters halfway.
         let shared = self.shared.clone();
@@ -518,6 +491,23 @@ impl Scheduler {
     }
 }
 
+/// What a task popped off the queue gets.
+enum Claim {
+    /// A slot of its agent: it may start.
+    Slot(Claimed),
+    /// Its final state (its deadline passed, its agent is gone), to commit.
+    Ended(Change),
+    /// Nothing: its agent's slots were taken meanwhile; it is queued again.
+    Busy,
+}
+
+struct Claimed {
+    priority: Priority,
+    queued: Queued,
+    agent: Arc<Agent>,
+    slot: crate::concurrency::Slot,
+}
+
 /// A task taken off the queue to run.
 struct Job {
     id: TaskId,
@@ -532,36 +522,27 @@ struct Job {
 }
 
 impl Shared {
-    /// Commits a staged change and then shows it: callers see a state only
-    /// once it is durable. A final state leaves memory (the journal has it)
-    /// and answers the task's waiters.
-    async fn commit_and_show(&self, staged: Staged) {
-        let output = staged.change.output.clone();
-        let state = staged.change.state.clone();
-        if let Err(e) = self.journal.commit(vec![staged.change]).await {
-            tracing::error!("{e}");
-            return;
+    /// Commits a change, then (for a final state) lets the task leave
+    /// memory and tells its waiters.
+    async fn commit_and_show(&self, change: Change) {
+        let (id, status) = (change.state.id, change.state.status);
+        match self.journal.commit(vec![change]).await {
+            Ok(()) => self.committed(id, status),
+            Err(e) => tracing::error!("{e}"),
         }
-        self.show(state, staged.at, output.as_deref());
     }
 
-    fn show(&self, state: TaskState, at: u64, output: Option<&str>) {
+    /// A change of the task to `status` is durable.
+    fn committed(&self, id: TaskId, status: TaskStatus) {
+        if !status.is_final() {
+            return;
+        }
         let mut st = self.state.lock().unwrap();
-        let Some(task) = st.live.get_mut(&state.id) else { return };
-        if at <= task.shown_at {
-            return;
-        }
-        task.shown_at = at;
-        if !state.status.is_final() {
-            task.shown = state;
-            return;
-        }
-        let task = st.live.remove(&state.id).expect("looked up above");
-        let waiters = st.waiters.remove(&state.id);
+        st.live.remove(&id);
+        let waiters = st.waiters.remove(&id);
         drop(st);
-        let record = TaskRecord::new(state, &task.input, output);
         for waiter in waiters.into_iter().flatten() {
-            let _ = waiter.send(record.clone());
+            let _ = waiter.send(());
         }
     }
 
@@ -582,8 +563,7 @@ impl Shared {
         let agent: Arc<str> = state.agent.as_str().into();
         self.metrics.submitted(&state.agent);
         st.queue.push(state.priority, Queued { id, agent, since: Instant::now() });
-        let input = change.input.expect("a submission carries its input");
-        st.live.insert(id, Live { shown: state.clone(), working: state, input, staged: 0, shown_at: 0 });
+        st.live.insert(id, state);
         self.metrics.set_queue_depth(&st.queue);
         drop(st);
         self.wake.notify_one();
@@ -606,31 +586,28 @@ impl Shared {
                 return None;
             }
             let wake = self.wake.notified();
-            let (job, staged) = {
+            let popped = {
                 let mut guard = self.state.lock().unwrap();
                 let st = &mut *guard;
                 let caps = &self.agents;
                 let runnable = |agent: &str| caps.get(agent).is_some_and(|e| e.agent.slots.available());
                 let popped = st.queue.pop(Instant::now(), self.config.aging, runnable);
                 self.metrics.set_queue_depth(&st.queue);
-                match popped {
-                    None => (None, None),
-                    Some((priority, queued)) => self.start_job(st, priority, queued),
-                }
+                popped.map(|(priority, queued)| self.claim(st, priority, queued))
             };
-            match (job, staged) {
-                (None, Some(ended)) => {
+            match popped {
+                Some(Claim::Ended(ended)) => {
                     // It ended before it could start (deadline passed, agent gone).
-                    self.metrics.finished(&ended.change.state.agent, ended.change.state.status);
+                    self.metrics.finished(&ended.state.agent, ended.state.status);
                     self.commit_and_show(ended).await;
                 }
-                (Some(job), Some(started)) => {
-                    // Durable before the agent runs: an attempt that had side effects
-                    // is on record, so one cut off by a crash is known as such.
-                    self.commit_and_show(started).await;
-                    return Some(job);
+                Some(Claim::Slot(claimed)) => {
+                    if let Some(job) = self.start(claimed).await {
+                        return Some(job);
+                    }
                 }
-                _ => tokio::select! {
+                Some(Claim::Busy) => {}
+                None => tokio::select! {
                     _ = wake => {}
                     _ = self.stop.cancelled() => return None,
                 },
@@ -638,54 +615,93 @@ impl Shared {
         }
     }
 
-    /// Starts a popped task: the job and its staged start, or (no job) the
-    /// staged final state of a task that cannot start, or nothing when the
-    /// agent has no free slot after all.
-    fn start_job(&self, st: &mut State, priority: Priority, queued: Queued) -> (Option<Job>, Option<Staged>) {
+    /// What a popped task gets: a slot of its agent, or its final state if
+    /// it cannot start, or nothing when the agent has no free slot after all.
+    fn claim(&self, st: &mut State, priority: Priority, queued: Queued) -> Claim {
         let task = st.live.get_mut(&queued.id).expect("a queued task is live");
         let Some(entry) = self.agents.get(&*queued.agent) else {
             // An agent removed from the configuration since the task was accepted.
-            task.working.status = TaskStatus::Failed;
-            task.working.error = Some(TaskError::Instantiate {
+            task.status = TaskStatus::Failed;
+            task.error = Some(TaskError::Instantiate {
                 reason: format!("agent `{}` is not configured on this host", queued.agent),
             });
-            task.working.finished_ms = Some(now_ms());
-            return (None, Some(task.stage(None)));
+            task.finished_ms = Some(now_ms());
+            return Claim::Ended(staged(task, None));
         };
         let now = now_ms();
-        if task.working.deadline_ms.is_some_and(|d| d <= now) {
-            task.working.status = TaskStatus::TimedOut;
-            task.working.error = Some(TaskError::DeadlineExceeded);
-            task.working.finished_ms = Some(now);
-            return (None, Some(task.stage(None)));
+        if task.deadline_ms.is_some_and(|d| d <= now) {
+            task.status = TaskStatus::TimedOut;
+            task.error = Some(TaskError::DeadlineExceeded);
+            task.finished_ms = Some(now);
+            return Claim::Ended(staged(task, None));
         }
         let Some(slot) = entry.agent.slots.try_take() else {
             // A calling agent took the last slot since the queue looked: wait
             // for one to be freed (that wakes the workers).
             st.queue.push(priority, queued);
-            return (None, None);
+            return Claim::Busy;
         };
-        task.working.status = TaskStatus::Running;
-        task.working.attempts.push(Attempt {
-            started_ms: now,
-            finished_ms: None,
-            error: None,
-            usage: None,
-            interrupted: false,
-        });
-        let job = Job {
-            id: queued.id,
-            agent: entry.agent.clone(),
-            input: task.input.clone(),
-            deadline_ms: task.working.deadline_ms,
-            cancel: CancellationToken::new(),
-            waited: queued.since.elapsed(),
-            attempt: task.working.attempts.len(),
-            slot,
+        Claim::Slot(Claimed { priority, queued, agent: entry.agent.clone(), slot })
+    }
+
+    /// Reads the claimed task's input, marks it running and commits that
+    /// (durable before the agent runs: an attempt that had side effects is
+    /// on record, so one cut off by a crash is known as such). `None` if it
+    /// was cancelled meanwhile, or its input cannot be read now (it goes
+    /// back to the queue).
+    async fn start(&self, claimed: Claimed) -> Option<Job> {
+        let Claimed { priority, queued, agent, slot } = claimed;
+        let input = match self.journal.get(queued.id).await {
+            Ok(Some(record)) => Arc::<str>::from(record.input),
+            outcome => {
+                let why = match outcome {
+                    Err(e) => e.to_string(),
+                    _ => "the task is not in the journal".into(),
+                };
+                tracing::error!(task = %queued.id, "cannot read the task's input: {why}; it waits in the queue");
+                drop(slot);
+                {
+                    let mut st = self.state.lock().unwrap();
+                    if st.live.get(&queued.id).is_some_and(|t| t.status == TaskStatus::Pending) {
+                        st.queue.push(priority, queued);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return None;
+            }
         };
-        let staged = task.stage(None);
-        st.running.insert(job.id, job.cancel.clone());
-        (Some(job), Some(staged))
+        let (job, start) = {
+            let mut guard = self.state.lock().unwrap();
+            let st = &mut *guard;
+            let task = st.live.get_mut(&queued.id)?;
+            if task.status != TaskStatus::Pending {
+                return None; // cancelled while its input was read
+            }
+            let now = now_ms();
+            task.status = TaskStatus::Running;
+            task.attempts.push(Attempt {
+                started_ms: now,
+                finished_ms: None,
+                error: None,
+                usage: None,
+                interrupted: false,
+            });
+            let job = Job {
+                id: queued.id,
+                agent,
+                input,
+                deadline_ms: task.deadline_ms,
+                cancel: CancellationToken::new(),
+                waited: queued.since.elapsed(),
+                attempt: task.attempts.len(),
+                slot,
+            };
+            let start = staged(task, None);
+            st.running.insert(job.id, job.cancel.clone());
+            (job, start)
+        };
+        self.commit_and_show(start).await;
+        Some(job)
     }
 
     async fn execute(self: &Arc<Self>, job: Job) {
@@ -703,8 +719,7 @@ impl Shared {
             let mut guard = self.state.lock().unwrap();
             let st = &mut *guard;
             st.running.remove(&job.id);
-            let task = st.live.get_mut(&job.id).expect("a running task is live");
-            let record = &mut task.working;
+            let record = st.live.get_mut(&job.id).expect("a running task is live");
             let now = now_ms();
             let attempt = record.attempts.last_mut().expect("a running task has an attempt");
             attempt.finished_ms = Some(now);
@@ -739,10 +754,10 @@ impl Shared {
             if retry_after.is_some() {
                 st.retrying += 1;
             }
-            task.stage(output)
+            staged(record, output)
         };
         self.wake.notify_one();
-        let (agent, status) = (staged.change.state.agent.clone(), staged.change.state.status);
+        let (agent, status) = (staged.state.agent.clone(), staged.state.status);
         if status.is_final() {
             self.metrics.finished(&agent, status);
         }
@@ -757,15 +772,13 @@ impl Shared {
         // Queued now, before the slot is freed: the start of a task this
         // slot lets run commits no earlier than this task's end, so a crash
         // never leaves more tasks "running" than there are slots.
-        let output = staged.change.output.clone();
-        let state = staged.change.state.clone();
-        let written = self.journal.commit(vec![staged.change]);
+        let written = self.journal.commit(vec![staged]);
         drop(job.slot);
         tokio::spawn(async move {
             let written = written.await;
             shared.committing.fetch_sub(1, Ordering::SeqCst);
             match written {
-                Ok(()) => shared.show(state, staged.at, output.as_deref()),
+                Ok(()) => shared.committed(job.id, status),
                 Err(e) => tracing::error!("{e}"),
             }
             let Some(delay) = retry_after else { return };
@@ -773,10 +786,10 @@ impl Shared {
             let mut st = shared.state.lock().unwrap();
             st.retrying -= 1;
             let Some(task) = st.live.get(&job.id) else { return };
-            if task.working.status != TaskStatus::Pending {
+            if task.status != TaskStatus::Pending {
                 return; // cancelled while waiting
             }
-            let (priority, agent) = (task.working.priority, task.working.agent.as_str().into());
+            let (priority, agent) = (task.priority, task.agent.as_str().into());
             st.queue.push(priority, Queued { id: job.id, agent, since: Instant::now() });
             shared.metrics.set_queue_depth(&st.queue);
             drop(st);

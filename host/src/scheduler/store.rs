@@ -3,7 +3,6 @@
 //! embedded implementation; a networked one (Redis) implements the same.
 
 use futures::future::BoxFuture;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::task::{Change, IdempotencyEntry, TaskId, TaskRecord, TaskState};
@@ -13,8 +12,8 @@ use super::JournalError;
 /// idempotency keys still live.
 #[derive(Debug, Default)]
 pub struct Recovered {
-    /// Unfinished tasks with their inputs.
-    pub unfinished: Vec<(TaskState, Arc<str>)>,
+    /// The states of unfinished tasks (their inputs are read when they start).
+    pub unfinished: Vec<TaskState>,
     /// Idempotency keys that have not expired.
     pub idempotency: Vec<IdempotencyEntry>,
 }

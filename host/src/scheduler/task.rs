@@ -144,12 +144,6 @@ pub struct TaskRecord {
     pub output: Option<String>,
 }
 
-impl TaskRecord {
-    pub(crate) fn new(state: TaskState, input: &str, output: Option<&str>) -> TaskRecord {
-        TaskRecord { state, input: input.to_string(), output: output.map(str::to_string) }
-    }
-}
-
 /// Who submitted a task under which idempotency key, and what: a second
 /// submission with the same key gets the first task's id if it asks for the
 /// same thing, and a conflict if not.

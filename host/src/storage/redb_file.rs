@@ -42,9 +42,11 @@ fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// Opens (or creates) the redb file at `path`, holding `what` (for the
-/// messages). A file that exists but is empty, or that redb cannot read,
-/// is refused with what to do about it.
-pub fn open_database(path: &Path, what: &str) -> Result<Database, String> {
+/// messages), with a page cache of at most `cache_bytes` (redb's default
+/// is 1 GiB, which a host's memory budget cannot give each file). A file
+/// that exists but is empty, or that redb cannot read, is refused with
+/// what to do about it.
+pub fn open_database(path: &Path, what: &str, cache_bytes: usize) -> Result<Database, String> {
     let damaged = |reason: &str| {
         format!(
             "{what} {} is damaged ({reason}); restore it from a backup, or move it away to start with an empty one",
@@ -54,7 +56,7 @@ pub fn open_database(path: &Path, what: &str) -> Result<Database, String> {
     if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
         return Err(damaged("the file is empty"));
     }
-    match quietly(|| Database::create(path)) {
+    match quietly(|| Database::builder().set_cache_size(cache_bytes).create(path)) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::Storage(e))) => Err(damaged(&e.to_string())),
         Ok(Err(e)) => Err(format!("cannot open {what} {}: {e}", path.display())),
@@ -87,7 +89,9 @@ mod tests {
             let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             file.set_len(cut).unwrap();
             drop(file);
-            let e = open_database(&path, "the task journal").err().unwrap_or_else(|| panic!("cut at {cut} opened"));
+            let e = open_database(&path, "the task journal", 1 << 20)
+                .err()
+                .unwrap_or_else(|| panic!("cut at {cut} opened"));
             assert!(e.starts_with(&format!("the task journal {} is damaged (", path.display())), "{e}");
             assert!(e.ends_with("move it away to start with an empty one"), "{e}");
             if cut == 0 {
@@ -96,6 +100,6 @@ mod tests {
         }
         // The hook passes other panics on; a sound file opens.
         std::fs::remove_file(&path).unwrap();
-        assert!(open_database(&written(dir.path()), "x").is_ok());
+        assert!(open_database(&written(dir.path()), "x", 1 << 20).is_ok());
     }
 }

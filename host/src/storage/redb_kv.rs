@@ -21,6 +21,9 @@ const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 /// Per namespace: (keys, bytes of keys and values).
 const TOTALS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("kv_totals");
 
+/// The KV store's page cache: room for the hot keys of every namespace.
+const KV_CACHE_BYTES: usize = 64 << 20;
+
 /// What a write does to its key, decided from the current value.
 enum Change {
     Keep,
@@ -39,7 +42,7 @@ impl RedbKv {
     /// namespace totals were kept gets them computed here, once.
     pub fn open(path: &Path) -> Result<RedbKv, HostError> {
         let err = |reason: String| HostError::DataDir { path: path.display().to_string(), reason };
-        let db = super::open_database(path, "the KV store").map_err(err)?;
+        let db = super::open_database(path, "the KV store", KV_CACHE_BYTES).map_err(HostError::StoreFile)?;
         RedbKv::with_database(db).map_err(err)
     }
 
