@@ -24,6 +24,8 @@
 
 mod agent;
 pub mod audit;
+#[cfg(feature = "daemon")]
+pub mod auth;
 mod bindings;
 mod cache;
 mod calls;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub use crate::http_edge::HttpLimits;
 
+use crate::auth::{AuthError, AuthSection, Caller, Scope, Tokens, TOKENS_ENV};
 use crate::config::HostConfig;
 use crate::http_edge::{error, retry_later};
 use crate::scheduler::{
@@ -43,6 +44,9 @@ pub struct ServeConfig {
     /// What one client may hold of the HTTP server.
     #[serde(default)]
     pub http: HttpLimits,
+    /// Who may use the API.
+    #[serde(default)]
+    pub auth: AuthSection,
     /// The agents to run.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -122,6 +126,7 @@ impl ServeConfig {
         config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = config.data_dir.map(|d| base.join(d));
+        config.auth.tokens_file = config.auth.tokens_file.map(|f| base.join(f));
         for a in &mut config.agents {
             a.component = base.join(&a.component);
             a.policy = a.policy.as_ref().map(|p| base.join(p));
@@ -134,6 +139,13 @@ impl ServeConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.http.validate()?;
         self.scheduler_config().validate()?;
+        if !self.listen.ip().is_loopback() && !Tokens::configured(&self.auth) {
+            return Err(format!(
+                "listen = {} is reachable from other machines, and the API has no authentication: \
+                 configure [auth] tokens_file (or ${TOKENS_ENV}), or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for a in &self.agents {
             if !names.insert(a.name.as_str()) {
@@ -173,6 +185,8 @@ pub struct Daemon {
     pub scheduler: Scheduler,
     grace: Duration,
     http: HttpLimits,
+    /// The API's tokens; `None`: no authentication (loopback only).
+    tokens: Option<Arc<Tokens>>,
     /// Where the agents run: threads of their own, at a lower priority than
     /// the API's, so agents keeping every core busy (in wasm or in host
     /// calls) never keep the API from answering.
@@ -220,6 +234,7 @@ impl Daemon {
         budget.compile_timeout_ms = load.compile_timeout_ms.unwrap_or(budget.compile_timeout_ms);
         budget.compile_memory_mib = load.compile_memory_mib.unwrap_or(budget.compile_memory_mib);
         config.validate()?;
+        let tokens = Tokens::load(&config.auth, Path::new("."))?.map(Arc::new);
         let host = Arc::new(extend(Host::builder(host_config)).build().map_err(|e| e.to_string())?);
         host.open_storage().map_err(|e| e.to_string())?;
         let mut agents = Vec::new();
@@ -244,7 +259,7 @@ impl Daemon {
             }
         };
         let grace = Duration::from_millis(config.scheduler.shutdown_grace_ms.unwrap_or(10_000));
-        Ok(Daemon { host, scheduler, grace, http: config.http.clone(), tasks_runtime: Some(runtime) })
+        Ok(Daemon { host, scheduler, grace, http: config.http.clone(), tokens, tasks_runtime: Some(runtime) })
     }
 
     /// The HTTP API.
@@ -257,6 +272,7 @@ impl Daemon {
             .route("/v1/agents", get(agents))
             .route("/healthz", get(health))
             .route("/metrics", get(metrics))
+            .layer(axum::middleware::from_fn_with_state(self.tokens.clone(), authenticate))
             // Room for the largest input any agent accepts, JSON-escaped.
             .layer(DefaultBodyLimit::max((max_input as usize).saturating_mul(2) + (64 << 10)))
             .with_state(Arc::new(ApiState {
@@ -302,6 +318,37 @@ async fn shutdown_signal() {
     }
 }
 
+/// Names the caller of every endpoint but `/healthz` (for load balancers):
+/// anyone without authentication, else the token's owner (`401` without one).
+async fn authenticate(
+    State(tokens): State<Option<Arc<Tokens>>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() != "/healthz" {
+        let caller = match &tokens {
+            None => Arc::new(Caller::anyone()),
+            Some(tokens) => {
+                let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                match tokens.authenticate(header) {
+                    Ok(caller) => caller,
+                    Err(e) => return unauthenticated(e),
+                }
+            }
+        };
+        request.extensions_mut().insert(caller);
+    }
+    next.run(request).await
+}
+
+fn unauthenticated(e: AuthError) -> Response {
+    let mut response = error(StatusCode::UNAUTHORIZED, e);
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+type Who = axum::Extension<Arc<Caller>>;
+
 struct ApiState {
     host: Arc<Host>,
     scheduler: Scheduler,
@@ -316,11 +363,15 @@ struct Accepted {
     status: &'static str,
 }
 
-async fn submit(State(api): Api, body: Result<Json<Submission>, JsonRejection>) -> Response {
-    let Json(submission) = match body {
+async fn submit(State(api): Api, who: Who, body: Result<Json<Submission>, JsonRejection>) -> Response {
+    if let Err(e) = who.require(Scope::Submit) {
+        return error(StatusCode::FORBIDDEN, e);
+    }
+    let Json(mut submission) = match body {
         Ok(b) => b,
         Err(rejection) => return error(rejection.status(), rejection.body_text()),
     };
+    submission.owner = who.name.clone();
     match api.scheduler.submit(submission).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(Accepted { id, status: "pending" })).into_response(),
         Err(e) => {
@@ -345,25 +396,37 @@ fn parse_id(raw: &str) -> Result<TaskId, String> {
     raw.parse()
 }
 
-async fn status(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
-    let id = match parse_id(&raw) {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+/// The task `raw` names, if the caller may see it; else the answer to give
+/// (another token's task is "not found", as one that does not exist).
+async fn own_task(api: &ApiState, who: &Caller, raw: &str) -> Result<crate::scheduler::TaskRecord, Response> {
+    let id = parse_id(raw).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     match api.scheduler.status(id).await {
-        Ok(Some(record)) => Json(record).into_response(),
-        Ok(None) => error(
+        Ok(Some(record)) if who.owns(record.state.owner.as_deref()) => Ok(record),
+        Ok(_) => Err(error(
             StatusCode::NOT_FOUND,
             format!("no task {id} (finished tasks are kept as [scheduler.retain_finished] says)"),
-        ),
-        Err(e) => retry_later(StatusCode::SERVICE_UNAVAILABLE, e, api.retry_after_s),
+        )),
+        Err(e) => Err(retry_later(StatusCode::SERVICE_UNAVAILABLE, e, api.retry_after_s)),
     }
 }
 
-async fn cancel(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
-    let id = match parse_id(&raw) {
-        Ok(id) => id,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+async fn status(State(api): Api, who: Who, UrlPath(raw): UrlPath<String>) -> Response {
+    if let Err(e) = who.require(Scope::Read) {
+        return error(StatusCode::FORBIDDEN, e);
+    }
+    match own_task(&api, &who, &raw).await {
+        Ok(record) => Json(record).into_response(),
+        Err(answer) => answer,
+    }
+}
+
+async fn cancel(State(api): Api, who: Who, UrlPath(raw): UrlPath<String>) -> Response {
+    if let Err(e) = who.require(Scope::Cancel) {
+        return error(StatusCode::FORBIDDEN, e);
+    }
+    let id = match own_task(&api, &who, &raw).await {
+        Ok(record) => record.state.id,
+        Err(answer) => return answer,
     };
     match api.scheduler.cancel(id).await {
         Ok(status) => Json(json!({ "id": id, "status": status })).into_response(),
@@ -373,19 +436,25 @@ async fn cancel(State(api): Api, UrlPath(raw): UrlPath<String>) -> Response {
     }
 }
 
-async fn agents(State(api): Api) -> Response {
+async fn agents(State(api): Api, who: Who) -> Response {
+    if let Err(e) = who.require(Scope::Read) {
+        return error(StatusCode::FORBIDDEN, e);
+    }
     let list: Vec<_> = api
         .scheduler
         .agents()
         .map(|e| {
-            let policy = e.agent.policy();
-            json!({
+            let mut agent = json!({
                 "name": e.agent.name(),
                 "max_concurrency": e.max_concurrency,
                 "imports": e.agent.imports(),
                 "digest": e.agent.digest(),
-                "policy": policy,
-            })
+            });
+            // Grants and limits are for operators only.
+            if who.may(Scope::Admin) {
+                agent["policy"] = json!(e.agent.policy());
+            }
+            agent
         })
         .collect();
     Json(json!({ "agents": list })).into_response()
@@ -403,7 +472,10 @@ async fn health(State(api): Api) -> Response {
     }
 }
 
-async fn metrics(State(api): Api) -> Response {
+async fn metrics(State(api): Api, who: Who) -> Response {
+    if let Err(e) = who.require(Scope::Admin) {
+        return error(StatusCode::FORBIDDEN, e);
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         api.host.metrics().encode(),

@@ -362,6 +362,14 @@ impl Api {
         Api { http: reqwest::Client::builder().no_proxy().build().unwrap(), base: daemon.url.clone() }
     }
 
+    /// An API client that sends `token` as its bearer token.
+    pub fn with_token(daemon: &DaemonProcess, token: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        let http = reqwest::Client::builder().no_proxy().default_headers(headers).build().unwrap();
+        Api { http, base: daemon.url.clone() }
+    }
+
     /// POST /v1/tasks; returns (status code, JSON body).
     pub async fn submit(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
         let r = self.http.post(format!("{}/v1/tasks", self.base)).json(&body).send().await.unwrap();

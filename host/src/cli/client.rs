@@ -15,8 +15,17 @@ async fn answer(response: reqwest::Response) -> Result<Value> {
     Ok(body)
 }
 
+/// The HTTP client, sending `$CHIMERA_TOKEN` (if set) as the bearer
+/// token: from the environment, not a flag, so it never shows in `ps`.
 fn client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().build()?)
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("CHIMERA_TOKEN") {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("CHIMERA_TOKEN is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder().no_proxy().default_headers(headers).build()?)
 }
 
 fn unreachable(server: &str) -> String {

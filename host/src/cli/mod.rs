@@ -112,6 +112,17 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Make an API token: prints the token (for the client's
+    /// CHIMERA_TOKEN) and the `[[tokens]]` entry (its hash) for the
+    /// daemon's tokens file.
+    Token {
+        /// The token's name (tasks it submits are its own).
+        #[arg(long)]
+        name: String,
+        /// What it may do: any of submit, read, cancel, admin.
+        #[arg(long, value_delimiter = ',', default_value = "submit,read,cancel")]
+        scopes: Vec<String>,
+    },
     /// Wrap a core wasm module built for wasm32-unknown-unknown (with
     /// wit-bindgen's component metadata) into a component with no WASI imports.
     Componentize {
@@ -197,6 +208,7 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
             };
             if let Some(addr) = listen {
                 config.listen = addr;
+                config.validate().map_err(anyhow::Error::msg)?;
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             // A file-size limit reached is a write error to report and
@@ -219,6 +231,22 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
         Command::Submit { agent, input, priority, deadline_ms, wait, server } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(client::submit(server_url(server), agent, input, priority, deadline_ms, wait))
+        }
+        Command::Token { name, scopes } => {
+            for scope in &scopes {
+                if !["submit", "read", "cancel", "admin"].contains(&scope.as_str()) {
+                    anyhow::bail!("unknown scope {scope:?}; use submit, read, cancel or admin");
+                }
+            }
+            let (token, hash) = crate::auth::new_token();
+            let scopes: Vec<String> = scopes.iter().map(|s| format!("{s:?}")).collect();
+            out!("{token}");
+            eprintln!(
+                "give the token above to the client (CHIMERA_TOKEN); the daemon keeps only its hash. \
+                 Add to the tokens file ([auth] tokens_file):\n\n[[tokens]]\nname = {name:?}\nsha256 = \"{hash}\"\nscopes = [{}]",
+                scopes.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { id, server } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

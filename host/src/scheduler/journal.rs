@@ -409,6 +409,7 @@ mod tests {
             submitted_ms: 1,
             deadline_ms: None,
             idempotency_key: None,
+            owner: None,
             max_attempts: 1,
             attempts: Vec::new(),
             error: None,

@@ -150,6 +150,10 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     /// Attempts allowed for retryable failures (first run included).
     pub max_attempts: Option<u32>,
+    /// Who submits (the daemon sets it from the caller's token; a request
+    /// cannot): the task is theirs, and idempotency keys are theirs alone.
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 /// Why a submission was refused.
@@ -335,22 +339,26 @@ impl Scheduler {
         let input: Arc<str> = submission.input.into();
         let change = {
             let mut st = s.state.lock().unwrap();
-            let key = match submission.idempotency_key {
-                Some(key) => match st.idempotency.reuse(&key, &submission.agent, &input, submitted_ms) {
+            // Each owner's keys are apart (length-prefixed: no two owners' keys meet).
+            let scoped = submission.idempotency_key.as_ref().map(|key| match &submission.owner {
+                Some(owner) => format!("{}:{owner}:{key}", owner.len()),
+                None => key.clone(),
+            });
+            if let (Some(key), Some(scoped)) = (&submission.idempotency_key, &scoped) {
+                match st.idempotency.reuse(scoped, &submission.agent, &input, submitted_ms) {
                     Reuse::Same(id) => return Ok(id),
-                    Reuse::Conflict(id) => return Err(SubmitError::IdempotencyConflict { key, id }),
-                    Reuse::Free => Some(key),
-                },
-                None => None,
-            };
+                    Reuse::Conflict(id) => return Err(SubmitError::IdempotencyConflict { key: key.clone(), id }),
+                    Reuse::Free => {}
+                }
+            }
             if st.queue.len() + st.retrying >= s.config.max_queued {
                 s.metrics.rejected.inc();
                 return Err(SubmitError::QueueFull { capacity: s.config.max_queued });
             }
             let id = TaskId::generate();
-            let idempotency = key.as_ref().map(|key| {
+            let idempotency = scoped.map(|key| {
                 let entry = IdempotencyEntry {
-                    key: key.clone(),
+                    key,
                     id,
                     digest: Idempotency::digest(&submission.agent, &input),
                     expires_ms: submitted_ms.saturating_add(s.config.idempotency_ttl.as_millis() as u64),
@@ -367,7 +375,8 @@ impl Scheduler {
                 status: TaskStatus::Pending,
                 submitted_ms,
                 deadline_ms,
-                idempotency_key: key,
+                idempotency_key: submission.idempotency_key,
+                owner: submission.owner,
                 max_attempts,
                 attempts: Vec::new(),
                 error: None,
@@ -496,7 +505,7 @@ enum Claim {
     /// A slot of its agent: it may start.
     Slot(Claimed),
     /// Its final state (its deadline passed, its agent is gone), to commit.
-    Ended(Change),
+    Ended(Box<Change>),
     /// Nothing: its agent's slots were taken meanwhile; it is queued again.
     Busy,
 }
@@ -599,7 +608,7 @@ impl Shared {
                 Some(Claim::Ended(ended)) => {
                     // It ended before it could start (deadline passed, agent gone).
                     self.metrics.finished(&ended.state.agent, ended.state.status);
-                    self.commit_and_show(ended).await;
+                    self.commit_and_show(*ended).await;
                 }
                 Some(Claim::Slot(claimed)) => {
                     if let Some(job) = self.start(claimed).await {
@@ -626,14 +635,14 @@ impl Shared {
                 reason: format!("agent `{}` is not configured on this host", queued.agent),
             });
             task.finished_ms = Some(now_ms());
-            return Claim::Ended(staged(task, None));
+            return Claim::Ended(Box::new(staged(task, None)));
         };
         let now = now_ms();
         if task.deadline_ms.is_some_and(|d| d <= now) {
             task.status = TaskStatus::TimedOut;
             task.error = Some(TaskError::DeadlineExceeded);
             task.finished_ms = Some(now);
-            return Claim::Ended(staged(task, None));
+            return Claim::Ended(Box::new(staged(task, None)));
         }
         let Some(slot) = entry.agent.slots.try_take() else {
             // A calling agent took the last slot since the queue looked: wait

@@ -126,6 +126,9 @@ pub struct TaskState {
     /// Absolute deadline (ms since the Unix epoch).
     pub deadline_ms: Option<u64>,
     pub idempotency_key: Option<String>,
+    /// The name of the token that submitted it (none without authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     pub max_attempts: u32,
     pub attempts: Vec<Attempt>,
     pub error: Option<TaskError>,
