@@ -122,13 +122,13 @@ pub(crate) fn harden(router: Router, limits: &HttpLimits) -> Router {
         .layer(axum::middleware::from_fn_with_state(g, guard))
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled, then lets each
+/// Serves `app` (as it is when each connection opens) on `listener` until `stop` is cancelled, then lets each
 /// connection finish its request in progress and closes it, waiting at
 /// most `grace` for them.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: Router,
-    limits: &HttpLimits,
+    app: Arc<std::sync::RwLock<Router>>,
+    limits: HttpLimits,
     stop: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
@@ -167,7 +167,8 @@ pub(crate) async fn serve(
             });
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        // The router of the moment: the daemon swaps in its own once started.
+        let service = TowerToHyperService::new(app.read().unwrap_or_else(|e| e.into_inner()).clone());
         let stop = stop.clone();
         tracker.spawn(async move {
             let _permit = permit;

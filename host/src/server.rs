@@ -20,7 +20,7 @@ use crate::auth::{AuthError, AuthSection, Caller, Scope, Tokens, TOKENS_ENV};
 use crate::config::HostConfig;
 use crate::http_edge::{error, retry_later};
 use crate::scheduler::{
-    AgentEntry, CancelError, Retention, Scheduler, SchedulerConfig, Submission, SubmitError, TaskId,
+    AgentEntry, CancelError, Retention, Scheduler, SchedulerConfig, Submission, SubmitError, TaskId, TaskQuery,
 };
 use crate::{Host, HostBuilder, Policy};
 
@@ -183,7 +183,6 @@ impl ServeConfig {
 pub struct Daemon {
     pub host: Arc<Host>,
     pub scheduler: Scheduler,
-    grace: Duration,
     http: HttpLimits,
     /// The API's tokens; `None`: no authentication (loopback only).
     tokens: Option<Arc<Tokens>>,
@@ -258,8 +257,7 @@ impl Daemon {
                 return Err(e.to_string());
             }
         };
-        let grace = Duration::from_millis(config.scheduler.shutdown_grace_ms.unwrap_or(10_000));
-        Ok(Daemon { host, scheduler, grace, http: config.http.clone(), tokens, tasks_runtime: Some(runtime) })
+        Ok(Daemon { host, scheduler, http: config.http.clone(), tokens, tasks_runtime: Some(runtime) })
     }
 
     /// The HTTP API.
@@ -267,10 +265,12 @@ impl Daemon {
         let max_input =
             self.scheduler.agents().map(|e| e.agent.policy().limits.max_input_bytes).max().unwrap_or(1 << 20);
         let router = Router::new()
-            .route("/v1/tasks", axum::routing::post(submit))
+            .route("/v1/tasks", get(list).post(submit))
             .route("/v1/tasks/{id}", get(status).delete(cancel))
+            .route("/v1/tasks/{id}/logs", get(logs))
             .route("/v1/agents", get(agents))
             .route("/healthz", get(health))
+            .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
             .layer(axum::middleware::from_fn_with_state(self.tokens.clone(), authenticate))
             // Room for the largest input any agent accepts, JSON-escaped.
@@ -282,32 +282,74 @@ impl Daemon {
             }));
         crate::http_edge::harden(router, &self.http)
     }
+}
 
-    /// Serves until SIGTERM or SIGINT, then stops accepting, lets open
-    /// connections finish the request in progress, and drains running
-    /// tasks, each for at most the grace period; queued tasks stay in the
-    /// journal.
-    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        let scheduler = self.scheduler.clone();
-        let grace = self.grace;
-        let app = self.router();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let signal = {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                stop.cancel();
-            })
-        };
-        let drain = async {
-            stop.cancelled().await;
-            tracing::info!("shutting down: draining running tasks for up to {grace:?}");
-            scheduler.shutdown(grace).await;
-        };
-        let (served, ()) = tokio::join!(crate::http_edge::serve(listener, app, &self.http, stop.clone(), grace), drain);
-        signal.abort();
-        served
-    }
+/// What the API answers while the daemon starts (loads its agents and
+/// recovers its journal): `/healthz` says it is alive and starting,
+/// `/readyz` and every other endpoint `503` with `Retry-After`. Each
+/// answer closes its connection, so a client's next request meets the
+/// daemon once it is ready.
+fn starting_router(http: &HttpLimits) -> Router {
+    let after = http.retry_after_s;
+    let close = |mut r: Response| {
+        r.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        r
+    };
+    Router::new()
+        .route("/healthz", get(move || async move { close(Json(json!({ "status": "starting" })).into_response()) }))
+        .fallback(move || async move {
+            close(retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the daemon is starting (loading its agents); retry later",
+                after,
+            ))
+        })
+}
+
+/// Runs `chimera serve` on `listener`: answers at once (see
+/// [`starting_router`]) while it loads the agents `config` names, with the
+/// capabilities `extend` adds, then serves the API until SIGTERM or
+/// SIGINT; then stops accepting, lets open connections finish the request
+/// in progress, and drains running tasks, each for at most the grace
+/// period (returning as soon as they are done); queued tasks stay in the
+/// journal. `ready` is called once the API is the daemon's. Needs a
+/// multi-threaded runtime.
+pub async fn run(
+    config: &ServeConfig,
+    extend: &dyn Fn(HostBuilder) -> HostBuilder,
+    listener: tokio::net::TcpListener,
+    ready: impl FnOnce(),
+) -> Result<(), String> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        })
+    };
+    let grace = Duration::from_millis(config.scheduler.shutdown_grace_ms.unwrap_or(10_000));
+    let app = Arc::new(std::sync::RwLock::new(starting_router(&config.http)));
+    let serving =
+        tokio::spawn(crate::http_edge::serve(listener, app.clone(), config.http.clone(), stop.clone(), grace));
+    // Loading compiles agents (in child processes, waited on here): the
+    // API keeps answering on the runtime's other threads meanwhile.
+    let daemon = match tokio::task::block_in_place(|| Daemon::start_with(config, extend)) {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            stop.cancel();
+            let _ = serving.await;
+            return Err(e);
+        }
+    };
+    *app.write().unwrap_or_else(|e| e.into_inner()) = daemon.router();
+    ready();
+    stop.cancelled().await;
+    tracing::info!("shutting down: draining running tasks for up to {grace:?}");
+    daemon.scheduler.shutdown(grace).await;
+    let served = serving.await.map_err(|e| e.to_string())?;
+    signal.abort();
+    served.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {
@@ -325,7 +367,7 @@ async fn authenticate(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if request.uri().path() != "/healthz" {
+    if !matches!(request.uri().path(), "/healthz" | "/readyz") {
         let caller = match &tokens {
             None => Arc::new(Caller::anyone()),
             Some(tokens) => {
@@ -420,6 +462,59 @@ async fn status(State(api): Api, who: Who, UrlPath(raw): UrlPath<String>) -> Res
     }
 }
 
+async fn logs(State(api): Api, who: Who, UrlPath(raw): UrlPath<String>) -> Response {
+    if let Err(e) = who.require(Scope::Read) {
+        return error(StatusCode::FORBIDDEN, e);
+    }
+    let id = match own_task(&api, &who, &raw).await {
+        Ok(record) => record.state.id,
+        Err(answer) => return answer,
+    };
+    match api.scheduler.logs(id).await {
+        Ok(attempts) => Json(json!({ "id": id, "attempts": attempts })).into_response(),
+        Err(e) => retry_later(StatusCode::SERVICE_UNAVAILABLE, e, api.retry_after_s),
+    }
+}
+
+/// `GET /v1/tasks?agent=&status=&cursor=&limit=`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    agent: Option<String>,
+    status: Option<crate::scheduler::TaskStatus>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(
+    State(api): Api,
+    who: Who,
+    params: Result<axum::extract::Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(e) = who.require(Scope::Read) {
+        return error(StatusCode::FORBIDDEN, e);
+    }
+    let params = match params {
+        Ok(axum::extract::Query(p)) => p,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let cursor = match params.cursor.as_deref().map(parse_id).transpose() {
+        Ok(cursor) => cursor,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cursor: {e}")),
+    };
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=TaskQuery::MAX_LIMIT).contains(&limit) {
+        return error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {}", TaskQuery::MAX_LIMIT));
+    }
+    // A token sees its own tasks; admin sees every one.
+    let owner = (!who.may(Scope::Admin)).then(|| who.name.clone());
+    let query = TaskQuery { agent: params.agent, status: params.status, owner, cursor, limit };
+    match api.scheduler.list(query).await {
+        Ok(page) => Json(page).into_response(),
+        Err(e) => retry_later(StatusCode::SERVICE_UNAVAILABLE, e, api.retry_after_s),
+    }
+}
+
 async fn cancel(State(api): Api, who: Who, UrlPath(raw): UrlPath<String>) -> Response {
     if let Err(e) = who.require(Scope::Cancel) {
         return error(StatusCode::FORBIDDEN, e);
@@ -469,6 +564,18 @@ async fn health(State(api): Api) -> Response {
             Json(json!({ "status": "degraded", "queued": queued, "in_memory": in_memory, "storage": e.to_string() })),
         )
             .into_response(),
+    }
+}
+
+/// Whether the daemon takes tasks now: `503` while its storage fails or
+/// once it is stopping (apart from `/healthz`, which says it is alive).
+async fn ready(State(api): Api) -> Response {
+    match api.scheduler.storage_health() {
+        _ if api.scheduler.stopping() => {
+            retry_later(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down", api.retry_after_s)
+        }
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(e) => retry_later(StatusCode::SERVICE_UNAVAILABLE, e, api.retry_after_s),
     }
 }
 

@@ -112,3 +112,26 @@ pub async fn cancel(server: String, id: String) -> Result<ExitCode> {
     out!("task {id}: {}", body["status"].as_str().unwrap_or("?"));
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn logs(server: String, id: String) -> Result<ExitCode> {
+    let r = client()?.get(format!("{server}/v1/tasks/{id}/logs")).send().await.with_context(|| unreachable(&server))?;
+    for attempt in answer(r).await?["attempts"].as_array().into_iter().flatten() {
+        for line in attempt["lines"].as_array().into_iter().flatten() {
+            let from = line["from"].as_str().map(|f| format!(" {f}")).unwrap_or_default();
+            let fields: String = line["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|kv| format!(" {}={}", kv[0].as_str().unwrap_or(""), kv[1].as_str().unwrap_or("")))
+                .collect();
+            out!(
+                "attempt {} {} {}{from}: {}{fields}",
+                attempt["attempt"],
+                line["level"].as_str().unwrap_or("?"),
+                line["source"].as_str().unwrap_or("?"),
+                line["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -106,6 +106,12 @@ enum Command {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Print what each attempt of a task logged.
+    Logs {
+        id: crate::scheduler::TaskId,
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Cancel a queued or running task.
     Cancel {
         id: crate::scheduler::TaskId,
@@ -143,12 +149,19 @@ pub fn main_with(extend: impl Fn(HostBuilder) -> HostBuilder) -> ExitCode {
     let cli = Cli::parse();
     // `run` prints the task's log lines itself, after the task: not twice.
     let default_filter = if matches!(cli.command, Command::Run { .. }) { "warn,chimera::agent=off" } else { "warn" };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CHIMERA_LOG").unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
-        .init();
+        // Colour codes only for a person at a terminal, never into a file or a collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // CHIMERA_LOG_FORMAT=json: one JSON object per line, for log collectors.
+    if std::env::var("CHIMERA_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match run_cli(cli, &extend) {
         Ok(code) => code,
         // The reader went away (`| head`): nothing more to say to it.
@@ -221,10 +234,11 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
                 let listener = tokio::net::TcpListener::bind(config.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.listen))?;
-                let daemon = crate::server::Daemon::start_with(&config, extend).map_err(anyhow::Error::msg)?;
-                eprintln!("chimera serving {} agent(s) on http://{}", config.agents.len(), listener.local_addr()?);
-                daemon.serve(listener).await?;
-                Ok::<_, anyhow::Error>(())
+                let addr = listener.local_addr()?;
+                let agents = config.agents.len();
+                eprintln!("chimera starting on http://{addr}: loading {agents} agent(s) (/healthz answers meanwhile)");
+                let ready = || eprintln!("chimera serving {agents} agent(s) on http://{addr}");
+                crate::server::run(&config, extend, listener, ready).await.map_err(anyhow::Error::msg)
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -251,6 +265,10 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
         Command::Status { id, server } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(client::status(server_url(server), id.to_string()))
+        }
+        Command::Logs { id, server } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(client::logs(server_url(server), id.to_string()))
         }
         Command::Cancel { id, server } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

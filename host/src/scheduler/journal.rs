@@ -29,12 +29,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::now_ms;
-use super::store::{Recovered, Retention, TaskStore};
+use super::store::{Recovered, Retention, TaskPage, TaskQuery, TaskStore};
 use super::task::{Change, IdempotencyEntry, TaskId, TaskRecord, TaskState};
 
 const STATES: TableDefinition<u128, &[u8]> = TableDefinition::new("task_states");
 const INPUTS: TableDefinition<u128, &[u8]> = TableDefinition::new("task_inputs");
 const OUTPUTS: TableDefinition<u128, &[u8]> = TableDefinition::new("task_outputs");
+/// Each task's attempts' log lines (JSON), appended as attempts end.
+const LOGS: TableDefinition<u128, &[u8]> = TableDefinition::new("task_logs");
 /// Finished tasks, oldest first: (finished_ms, id).
 const FINISHED: TableDefinition<(u64, u128), ()> = TableDefinition::new("tasks_finished");
 /// Idempotency keys, soonest to expire first: (expires_ms, key) → entry.
@@ -140,6 +142,7 @@ fn open_file(path: &Path) -> Result<Database, JournalError> {
     tx.open_table(STATES).map_err(err)?;
     tx.open_table(INPUTS).map_err(err)?;
     tx.open_table(OUTPUTS).map_err(err)?;
+    tx.open_table(LOGS).map_err(err)?;
     tx.open_table(FINISHED).map_err(err)?;
     tx.open_table(IDEMPOTENCY).map_err(err)?;
     tx.commit().map_err(err)?;
@@ -202,6 +205,43 @@ impl TaskStore for RedbTaskStore {
             let input = text(INPUTS)?.unwrap_or_default();
             let output = text(OUTPUTS)?;
             Ok(Some(TaskRecord { state, input, output }))
+        };
+        let result = read();
+        Box::pin(async move { result })
+    }
+
+    fn logs(&self, id: TaskId) -> BoxFuture<'static, Result<Vec<serde_json::Value>, JournalError>> {
+        let read = || -> Result<Vec<serde_json::Value>, JournalError> {
+            let tx = self.database()?.begin_read().map_err(err)?;
+            let table = tx.open_table(LOGS).map_err(err)?;
+            let value = table.get(id.as_u128()).map_err(err)?;
+            value.map_or(Ok(Vec::new()), |v| serde_json::from_slice(v.value()).map_err(err))
+        };
+        let result = read();
+        Box::pin(async move { result })
+    }
+
+    fn list(&self, query: TaskQuery) -> BoxFuture<'static, Result<TaskPage, JournalError>> {
+        let read = || -> Result<TaskPage, JournalError> {
+            let tx = self.database()?.begin_read().map_err(err)?;
+            let states = tx.open_table(STATES).map_err(err)?;
+            let before = query.cursor.map_or(u128::MAX, TaskId::as_u128);
+            let limit = query.limit.clamp(1, TaskQuery::MAX_LIMIT);
+            let mut page = TaskPage { tasks: Vec::new(), next_cursor: None };
+            let mut last = None;
+            for (scanned, entry) in states.range(..before).map_err(err)?.rev().enumerate() {
+                let (id, bytes) = entry.map_err(err)?;
+                if scanned == TaskQuery::MAX_SCAN || page.tasks.len() == limit {
+                    page.next_cursor = last;
+                    break;
+                }
+                last = Some(TaskId::from_u128(id.value()));
+                let state = decode_state(bytes.value())?;
+                if query.matches(&state) {
+                    page.tasks.push(state);
+                }
+            }
+            Ok(page)
         };
         let result = read();
         Box::pin(async move { result })
@@ -330,11 +370,13 @@ impl Writer {
             let mut states = tx.open_table(STATES).map_err(err)?;
             let mut inputs = tx.open_table(INPUTS).map_err(err)?;
             let mut outputs = tx.open_table(OUTPUTS).map_err(err)?;
+            let mut logs = tx.open_table(LOGS).map_err(err)?;
             for key in &doomed {
                 finished.remove(key).map_err(err)?;
                 states.remove(key.1).map_err(err)?;
                 inputs.remove(key.1).map_err(err)?;
                 outputs.remove(key.1).map_err(err)?;
+                logs.remove(key.1).map_err(err)?;
             }
             deleted += doomed.len();
             let mut keys = tx.open_table(IDEMPOTENCY).map_err(err)?;
@@ -363,6 +405,7 @@ fn write_group<'a>(db: &Database, changes: impl Iterator<Item = &'a Change>) -> 
         let mut states = tx.open_table(STATES).map_err(err)?;
         let mut inputs = tx.open_table(INPUTS).map_err(err)?;
         let mut outputs = tx.open_table(OUTPUTS).map_err(err)?;
+        let mut logs = tx.open_table(LOGS).map_err(err)?;
         let mut finished = tx.open_table(FINISHED).map_err(err)?;
         let mut keys = tx.open_table(IDEMPOTENCY).map_err(err)?;
         let mut written = 0;
@@ -378,6 +421,18 @@ fn write_group<'a>(db: &Database, changes: impl Iterator<Item = &'a Change>) -> 
             }
             if let Some(output) = &change.output {
                 outputs.insert(id, output.as_bytes()).map_err(err)?;
+            }
+            if let Some(attempt) = &change.logs {
+                // Appended: an attempt's lines are written once, when it ends.
+                let mut all: Vec<serde_json::Value> = match logs.get(id).map_err(err)? {
+                    Some(v) => serde_json::from_slice(v.value()).map_err(err)?,
+                    None => Vec::new(),
+                };
+                // Once per attempt, whatever a retried write repeats.
+                if all.last().and_then(|a| a["attempt"].as_u64()).is_none_or(|n| n < attempt.attempt.into()) {
+                    all.push(serde_json::to_value(attempt).map_err(err)?);
+                }
+                logs.insert(id, serde_json::to_vec(&all).map_err(err)?.as_slice()).map_err(err)?;
             }
             if let Some(at) = state.finished_ms.filter(|_| state.status.is_final()) {
                 finished.insert((at, id), ()).map_err(err)?;
@@ -398,7 +453,7 @@ fn write_group<'a>(db: &Database, changes: impl Iterator<Item = &'a Change>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::{Priority, TaskStatus};
+    use crate::scheduler::{AttemptLogs, Priority, TaskStatus};
 
     fn state(n: u128, status: TaskStatus, finished_ms: Option<u64>) -> Change {
         let state = TaskState {
@@ -420,6 +475,7 @@ mod tests {
             input: Some(format!("in {n}").into()),
             output: Some(format!("out {n}").into()),
             idempotency: None,
+            logs: Some(AttemptLogs { attempt: 1, lines: Vec::new() }),
         }
     }
 
@@ -463,7 +519,10 @@ mod tests {
         for n in [12, 13, 14] {
             let r = kept(n).unwrap();
             assert_eq!((r.input, r.output), (format!("in {n}"), Some(format!("out {n}"))));
+            let logs = futures::executor::block_on(store.logs(TaskId::from_u128(n))).unwrap();
+            assert_eq!(logs, [serde_json::json!({"attempt": 1, "lines": []})]);
         }
+        assert!(futures::executor::block_on(store.logs(TaskId::from_u128(11))).unwrap().is_empty());
         assert_eq!(kept(3).unwrap().state.status, TaskStatus::Pending);
         let recovered = store.load().unwrap();
         assert_eq!(recovered.unfinished.iter().map(|s| s.id).collect::<Vec<_>>(), [TaskId::from_u128(3)]);

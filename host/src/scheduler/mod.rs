@@ -20,7 +20,8 @@ mod task;
 pub use journal::{JournalError, RedbTaskStore};
 pub use queue::{Priority, Queued, ReadyQueue};
 pub use store::{Recovered, Retention, TaskStore};
-pub use task::{Attempt, Change, IdempotencyEntry, TaskId, TaskRecord, TaskState, TaskStatus};
+pub use store::{TaskPage, TaskQuery};
+pub use task::{Attempt, AttemptLogs, Change, IdempotencyEntry, TaskId, TaskRecord, TaskState, TaskStatus};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -135,8 +136,9 @@ pub struct AgentEntry {
 pub struct Submission {
     /// The agent's name.
     pub agent: String,
-    /// The task input.
-    #[serde(default)]
+    /// The task input: a string, or any other JSON value (given to the
+    /// agent as its JSON text).
+    #[serde(default, deserialize_with = "input_text")]
     pub input: String,
     /// Priority; default normal.
     #[serde(default)]
@@ -154,6 +156,14 @@ pub struct Submission {
     /// cannot): the task is theirs, and idempotency keys are theirs alone.
     #[serde(skip)]
     pub owner: Option<String>,
+}
+
+/// A submission's `input`: a JSON string as it is, any other value as its JSON text.
+fn input_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(text) => text,
+        other => other.to_string(),
+    })
 }
 
 /// Why a submission was refused.
@@ -227,7 +237,7 @@ pub(crate) fn now_ms() -> u64 {
 
 /// The change to commit for a task's working state.
 fn staged(state: &TaskState, output: Option<Arc<str>>) -> Change {
-    Change { state: state.clone(), input: None, output, idempotency: None }
+    Change { state: state.clone(), input: None, output, idempotency: None, logs: None }
 }
 
 impl Scheduler {
@@ -382,7 +392,7 @@ impl Scheduler {
                 error: None,
                 finished_ms: None,
             };
-            Change { state, input: Some(input), output: None, idempotency }
+            Change { state, input: Some(input), output: None, idempotency, logs: None }
         };
         // The durable step runs on a task of its own: a caller that goes
         // away (a client hanging up mid-submit) cannot leave the reserved
@@ -392,6 +402,16 @@ impl Scheduler {
             Ok(result) => result,
             Err(e) => Err(SubmitError::Journal(JournalError::new(format!("the submission was lost: {e}")))),
         }
+    }
+
+    /// The log lines of each of the task's finished attempts, as committed.
+    pub async fn logs(&self, id: TaskId) -> Result<Vec<serde_json::Value>, JournalError> {
+        self.shared.journal.logs(id).await
+    }
+
+    /// A page of tasks (newest first) as committed, as `query` filters them.
+    pub async fn list(&self, query: TaskQuery) -> Result<TaskPage, JournalError> {
+        self.shared.journal.list(query).await
     }
 
     /// The task's record as committed, if it exists (finished tasks are
@@ -477,6 +497,11 @@ impl Scheduler {
     /// still being committed. Finished tasks are kept in the journal only.
     pub fn live(&self) -> usize {
         self.shared.state.lock().unwrap().live.len()
+    }
+
+    /// Whether [`Scheduler::shutdown`] has been called.
+    pub fn stopping(&self) -> bool {
+        self.shared.stop.is_cancelled()
     }
 
     /// Whether the task store writes now (the last error if not).
@@ -763,7 +788,9 @@ impl Shared {
             if retry_after.is_some() {
                 st.retrying += 1;
             }
-            staged(record, output)
+            let mut change = staged(record, output);
+            change.logs = Some(AttemptLogs { attempt: attempts, lines: report.logs });
+            change
         };
         self.wake.notify_one();
         let (agent, status) = (staged.state.agent.clone(), staged.state.status);

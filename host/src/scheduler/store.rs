@@ -5,7 +5,9 @@
 use futures::future::BoxFuture;
 use std::time::Duration;
 
-use super::task::{Change, IdempotencyEntry, TaskId, TaskRecord, TaskState};
+use serde::Serialize;
+
+use super::task::{Change, IdempotencyEntry, TaskId, TaskRecord, TaskState, TaskStatus};
 use super::JournalError;
 
 /// What a restart finds: the tasks that had not finished, and the
@@ -33,6 +35,45 @@ impl Default for Retention {
     }
 }
 
+/// Which tasks to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    /// Only this agent's.
+    pub agent: Option<String>,
+    /// Only tasks in this state.
+    pub status: Option<TaskStatus>,
+    /// Only tasks this token submitted (`Some(None)`: submitted without one).
+    pub owner: Option<Option<String>>,
+    /// Only tasks older than this one (the last page's `next_cursor`).
+    pub cursor: Option<TaskId>,
+    /// At most this many (1 to [`TaskQuery::MAX_LIMIT`]).
+    pub limit: usize,
+}
+
+impl TaskQuery {
+    /// Most tasks on one page.
+    pub const MAX_LIMIT: usize = 1000;
+    /// Most tasks looked at to fill one page: a filter that matches few
+    /// tasks gets a short page (and a cursor), not a scan of the journal.
+    pub const MAX_SCAN: usize = 10_000;
+
+    /// Whether `state` is one the query asks for.
+    pub fn matches(&self, state: &TaskState) -> bool {
+        self.agent.as_ref().is_none_or(|a| *a == state.agent)
+            && self.status.is_none_or(|s| s == state.status)
+            && self.owner.as_ref().is_none_or(|o| *o == state.owner)
+    }
+}
+
+/// A page of tasks.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskPage {
+    /// Their states (inputs and outputs are read one task at a time).
+    pub tasks: Vec<TaskState>,
+    /// Where the next page starts; `None` after the last.
+    pub next_cursor: Option<TaskId>,
+}
+
 /// Where the scheduler keeps its tasks. A state with an id already stored
 /// replaces it.
 pub trait TaskStore: Send + Sync + 'static {
@@ -49,6 +90,12 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// A stored task (finished tasks live only here).
     fn get(&self, id: TaskId) -> BoxFuture<'static, Result<Option<TaskRecord>, JournalError>>;
+
+    /// What each finished attempt of the task logged: [`AttemptLogs`](super::AttemptLogs) as JSON.
+    fn logs(&self, id: TaskId) -> BoxFuture<'static, Result<Vec<serde_json::Value>, JournalError>>;
+
+    /// A page of stored tasks, newest first.
+    fn list(&self, query: TaskQuery) -> BoxFuture<'static, Result<TaskPage, JournalError>>;
 
     /// Whether writes succeed now: the last error, until a write succeeds again.
     fn health(&self) -> Result<(), JournalError>;

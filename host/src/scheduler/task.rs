@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::Priority;
 use crate::error::TaskError;
+use crate::log::LogLine;
 use crate::usage::ResourceUsage;
 
 /// A task's id: a UUIDv7, so ids are unguessable (74 random bits), never
@@ -172,6 +173,17 @@ pub struct Change {
     pub output: Option<Arc<str>>,
     /// The idempotency key the submission reserved.
     pub idempotency: Option<IdempotencyEntry>,
+    /// The log lines of the attempt that just ended.
+    pub logs: Option<AttemptLogs>,
+}
+
+/// What one attempt logged (already escaped and capped by the host). The
+/// journal keeps it as JSON, and gives it back as such.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AttemptLogs {
+    /// The attempt's number, from 1.
+    pub attempt: u32,
+    pub lines: Vec<LogLine>,
 }
 
 impl Change {
