@@ -190,6 +190,12 @@ impl Host {
         self.agents.write().unwrap_or_else(|e| e.into_inner()).insert(agent.name().to_string(), agent);
     }
 
+    /// Makes the agent named `name` no longer callable by name (tasks
+    /// running it finish).
+    pub fn unregister(&self, name: &str) {
+        self.agents.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
+
     /// A registered agent.
     pub fn agent(&self, name: &str) -> Option<Arc<Agent>> {
         self.inner.find(name)

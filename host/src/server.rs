@@ -20,7 +20,8 @@ use crate::auth::{AuthError, AuthSection, Caller, Scope, Tokens, TOKENS_ENV};
 use crate::config::HostConfig;
 use crate::http_edge::{error, retry_later};
 use crate::scheduler::{
-    AgentEntry, CancelError, Retention, Scheduler, SchedulerConfig, Submission, SubmitError, TaskId, TaskQuery,
+    AgentChanges, AgentEntry, CancelError, Retention, Scheduler, SchedulerConfig, Submission, SubmitError, TaskId,
+    TaskQuery,
 };
 use crate::{Host, HostBuilder, Policy};
 
@@ -50,6 +51,9 @@ pub struct ServeConfig {
     /// The agents to run.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
+    /// The file this config was read from (what a reload reads again).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -124,6 +128,7 @@ impl ServeConfig {
         let mut config: ServeConfig =
             toml::from_str(&text).map_err(|e| format!("{} is not a valid config: {}", path.display(), e.message()))?;
         config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        config.source = Some(path.to_path_buf());
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = config.data_dir.map(|d| base.join(d));
         config.auth.tokens_file = config.auth.tokens_file.map(|f| base.join(f));
@@ -184,6 +189,11 @@ pub struct Daemon {
     pub host: Arc<Host>,
     pub scheduler: Scheduler,
     http: HttpLimits,
+    /// The config file, for reloads.
+    source: Option<PathBuf>,
+    /// The router being served, swapped on reload.
+    app: std::sync::OnceLock<Arc<std::sync::RwLock<Router>>>,
+    reloading: tokio::sync::Mutex<()>,
     /// The API's tokens; `None`: no authentication (loopback only).
     tokens: Option<Arc<Tokens>>,
     /// Where the agents run: threads of their own, at a lower priority than
@@ -236,17 +246,7 @@ impl Daemon {
         let tokens = Tokens::load(&config.auth, Path::new("."))?.map(Arc::new);
         let host = Arc::new(extend(Host::builder(host_config)).build().map_err(|e| e.to_string())?);
         host.open_storage().map_err(|e| e.to_string())?;
-        let mut agents = Vec::new();
-        for a in &config.agents {
-            let policy = match &a.policy {
-                Some(p) => Policy::from_file_with(p, host.capabilities()).map_err(|e| e.to_string())?,
-                None => Policy::default(),
-            };
-            let bytes = std::fs::read(&a.component)
-                .map_err(|e| format!("agent `{}`: cannot read {}: {e}", a.name, a.component.display()))?;
-            let agent = host.load(&a.name, &bytes, policy).map_err(|e| e.to_string())?;
-            agents.push(AgentEntry { agent: Arc::new(agent), max_concurrency: a.max_concurrency });
-        }
+        let agents = load_agents(&host, config)?;
         let runtime = tasks_runtime().map_err(|e| format!("cannot start the task runtime: {e}"))?;
         let scheduler_config = SchedulerConfig { runtime: Some(runtime.handle().clone()), ..config.scheduler_config() };
         let scheduler = match Scheduler::start(host.clone(), agents, scheduler_config) {
@@ -257,13 +257,51 @@ impl Daemon {
                 return Err(e.to_string());
             }
         };
-        Ok(Daemon { host, scheduler, http: config.http.clone(), tokens, tasks_runtime: Some(runtime) })
+        Ok(Daemon {
+            host,
+            scheduler,
+            http: config.http.clone(),
+            tokens,
+            source: config.source.clone(),
+            app: std::sync::OnceLock::new(),
+            reloading: tokio::sync::Mutex::new(()),
+            tasks_runtime: Some(runtime),
+        })
+    }
+
+    /// Reads the config file again and runs its agents from now on: new
+    /// tasks get the new components and policies, running tasks finish
+    /// under the old ones, and a file that does not check or load is
+    /// refused whole (the agents running stay). Only `[[agents]]` (and the
+    /// policy files they name) are read again; the rest needs a restart.
+    pub async fn reload(self: &Arc<Self>) -> Result<AgentChanges, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self.source.clone().ok_or("this daemon was started without a config file: nothing to reload")?;
+        let host = self.host.clone();
+        // Reading and compiling block: off the async workers.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let config = ServeConfig::from_file(&path)?;
+            load_agents(&host, &config)
+        })
+        .await
+        .map_err(|e| format!("the reload stopped: {e}"))?;
+        let agents = loaded.map_err(|e| {
+            tracing::warn!("reload refused, the agents running stay: {e}");
+            e
+        })?;
+        let changes = self.scheduler.replace_agents(agents);
+        if let Some(app) = self.app.get() {
+            // The body limit follows the agents' largest input.
+            *app.write().unwrap_or_else(|e| e.into_inner()) = self.router();
+        }
+        tracing::info!(added = ?changes.added, removed = ?changes.removed, changed = ?changes.changed, "reloaded the agents");
+        Ok(changes)
     }
 
     /// The HTTP API.
-    pub fn router(&self) -> Router {
+    pub fn router(self: &Arc<Self>) -> Router {
         let max_input =
-            self.scheduler.agents().map(|e| e.agent.policy().limits.max_input_bytes).max().unwrap_or(1 << 20);
+            self.scheduler.agents().iter().map(|e| e.agent.policy().limits.max_input_bytes).max().unwrap_or(1 << 20);
         let router = Router::new()
             .route("/v1/tasks", get(list).post(submit))
             .route("/v1/tasks/{id}", get(status).delete(cancel))
@@ -272,6 +310,7 @@ impl Daemon {
             .route("/healthz", get(health))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
+            .route("/v1/admin/reload", axum::routing::post(reload))
             .layer(axum::middleware::from_fn_with_state(self.tokens.clone(), authenticate))
             // Room for the largest input any agent accepts, JSON-escaped.
             .layer(DefaultBodyLimit::max((max_input as usize).saturating_mul(2) + (64 << 10)))
@@ -279,9 +318,26 @@ impl Daemon {
                 host: self.host.clone(),
                 scheduler: self.scheduler.clone(),
                 retry_after_s: self.http.retry_after_s,
+                daemon: Arc::downgrade(self),
             }));
         crate::http_edge::harden(router, &self.http)
     }
+}
+
+/// Loads every agent `config` names (refusing all, naming the agent, if one is refused).
+fn load_agents(host: &Host, config: &ServeConfig) -> Result<Vec<AgentEntry>, String> {
+    let mut agents = Vec::new();
+    for a in &config.agents {
+        let policy = match &a.policy {
+            Some(p) => Policy::from_file_with(p, host.capabilities()).map_err(|e| e.to_string())?,
+            None => Policy::default(),
+        };
+        let bytes = std::fs::read(&a.component)
+            .map_err(|e| format!("agent `{}`: cannot read {}: {e}", a.name, a.component.display()))?;
+        let agent = host.load(&a.name, &bytes, policy).map_err(|e| e.to_string())?;
+        agents.push(AgentEntry { agent: Arc::new(agent), max_concurrency: a.max_concurrency });
+    }
+    Ok(agents)
 }
 
 /// What the API answers while the daemon starts (loads its agents and
@@ -335,7 +391,7 @@ pub async fn run(
     // Loading compiles agents (in child processes, waited on here): the
     // API keeps answering on the runtime's other threads meanwhile.
     let daemon = match tokio::task::block_in_place(|| Daemon::start_with(config, extend)) {
-        Ok(daemon) => daemon,
+        Ok(daemon) => Arc::new(daemon),
         Err(e) => {
             stop.cancel();
             let _ = serving.await;
@@ -343,8 +399,20 @@ pub async fn run(
         }
     };
     *app.write().unwrap_or_else(|e| e.into_inner()) = daemon.router();
+    let _ = daemon.app.set(app);
     ready();
+    // SIGHUP reloads the agents.
+    let hangups = {
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                let _ = daemon.reload().await;
+            }
+        })
+    };
     stop.cancelled().await;
+    hangups.abort();
     tracing::info!("shutting down: draining running tasks for up to {grace:?}");
     daemon.scheduler.shutdown(grace).await;
     let served = serving.await.map_err(|e| e.to_string())?;
@@ -395,6 +463,8 @@ struct ApiState {
     host: Arc<Host>,
     scheduler: Scheduler,
     retry_after_s: u64,
+    /// For reloads (weak: the daemon holds the router that holds this).
+    daemon: std::sync::Weak<Daemon>,
 }
 
 type Api = State<Arc<ApiState>>;
@@ -538,6 +608,7 @@ async fn agents(State(api): Api, who: Who) -> Response {
     let list: Vec<_> = api
         .scheduler
         .agents()
+        .iter()
         .map(|e| {
             let mut agent = json!({
                 "name": e.agent.name(),
@@ -564,6 +635,22 @@ async fn health(State(api): Api) -> Response {
             Json(json!({ "status": "degraded", "queued": queued, "in_memory": in_memory, "storage": e.to_string() })),
         )
             .into_response(),
+    }
+}
+
+/// `POST /v1/admin/reload` (admin): what changed, or why the new config was refused.
+async fn reload(State(api): Api, who: Who) -> Response {
+    if let Err(e) = who.require(Scope::Admin) {
+        return error(StatusCode::FORBIDDEN, e);
+    }
+    let Some(daemon) = api.daemon.upgrade() else {
+        return retry_later(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down", api.retry_after_s);
+    };
+    match daemon.reload().await {
+        Ok(changes) => Json(changes).into_response(),
+        Err(e) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, format!("the new config was refused, the agents running stay: {e}"))
+        }
     }
 }
 

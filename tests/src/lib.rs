@@ -394,6 +394,12 @@ impl Api {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
+    /// POST with no body on any path; returns (status code, body text).
+    pub async fn post(&self, path: &str) -> (u16, String) {
+        let r = self.http.post(format!("{}{path}", self.base)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
     /// GET on any path; returns (status code, body text).
     pub async fn get(&self, path: &str) -> (u16, String) {
         let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();

@@ -123,6 +123,7 @@ impl SchedulerConfig {
 }
 
 /// An agent the scheduler can run, with its concurrency cap.
+#[derive(Clone)]
 pub struct AgentEntry {
     /// The loaded agent.
     pub agent: Arc<Agent>,
@@ -212,9 +213,22 @@ struct State {
     waiters: HashMap<TaskId, Vec<oneshot::Sender<()>>>,
 }
 
+/// The agents by name; replaced whole by [`Scheduler::replace_agents`].
+type Agents = Arc<HashMap<String, AgentEntry>>;
+
+/// What [`Scheduler::replace_agents`] changed, by agent name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AgentChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// A new component (digest), policy or concurrency cap.
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
 struct Shared {
     host: Arc<Host>,
-    agents: HashMap<String, AgentEntry>,
+    agents: std::sync::RwLock<Agents>,
     config: SchedulerConfig,
     state: Mutex<State>,
     wake: Arc<Notify>,
@@ -261,13 +275,7 @@ impl Scheduler {
         };
         let metrics = SchedulerMetrics::register(host.metrics());
         let wake = Arc::new(Notify::new());
-        for entry in &agents {
-            // One cap for the agent, whether the scheduler or a calling agent starts it.
-            entry.agent.set_max_concurrency(entry.max_concurrency);
-            entry.agent.slots.on_free(wake.clone());
-            host.register(entry.agent.clone());
-        }
-        let agents: HashMap<String, AgentEntry> = agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect();
+        let agents = enlist(&host, &wake, agents);
         let mut state = State {
             queue: ReadyQueue::default(),
             live: HashMap::new(),
@@ -300,7 +308,7 @@ impl Scheduler {
         }
         let shared = Arc::new(Shared {
             host,
-            agents,
+            agents: std::sync::RwLock::new(Arc::new(agents)),
             config,
             state: Mutex::new(state),
             wake: wake.clone(),
@@ -327,9 +335,10 @@ impl Scheduler {
         if s.stop.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        let entry =
-            s.agents.get(&submission.agent).ok_or_else(|| SubmitError::UnknownAgent(submission.agent.clone()))?;
-        let limit = entry.agent.policy().limits.max_input_bytes;
+        let limit = match s.agents_now().get(&submission.agent) {
+            Some(entry) => entry.agent.policy().limits.max_input_bytes,
+            None => return Err(SubmitError::UnknownAgent(submission.agent)),
+        };
         if submission.input.len() as u64 > limit {
             return Err(SubmitError::InputTooLarge {
                 agent: submission.agent,
@@ -483,9 +492,45 @@ impl Scheduler {
         Ok(TaskStatus::Cancelled)
     }
 
-    /// Names of the agents this scheduler runs.
-    pub fn agents(&self) -> impl Iterator<Item = &AgentEntry> {
-        self.shared.agents.values()
+    /// The agents this scheduler runs now.
+    pub fn agents(&self) -> Vec<AgentEntry> {
+        self.shared.agents_now().values().cloned().collect()
+    }
+
+    /// Runs `agents` from now on instead of the current ones: new tasks
+    /// (and calls from other agents) get the new agents and their
+    /// policies; tasks running finish with the agent they started with;
+    /// queued tasks of an agent no longer there fail when their turn comes.
+    pub fn replace_agents(&self, agents: Vec<AgentEntry>) -> AgentChanges {
+        let s = &self.shared;
+        let new = Arc::new(enlist(&s.host, &s.wake, agents));
+        let old = std::mem::replace(&mut *s.agents.write().unwrap_or_else(|e| e.into_inner()), new.clone());
+        let mut changes = AgentChanges::default();
+        for (name, entry) in new.iter() {
+            let list = match old.get(name) {
+                None => &mut changes.added,
+                Some(was)
+                    if was.agent.digest() == entry.agent.digest()
+                        && was.max_concurrency == entry.max_concurrency
+                        && serde_json::to_value(was.agent.policy()).ok()
+                            == serde_json::to_value(entry.agent.policy()).ok() =>
+                {
+                    &mut changes.unchanged
+                }
+                Some(_) => &mut changes.changed,
+            };
+            list.push(name.clone());
+        }
+        for name in old.keys().filter(|n| !new.contains_key(*n)) {
+            s.host.unregister(name);
+            changes.removed.push(name.clone());
+        }
+        for list in [&mut changes.added, &mut changes.removed, &mut changes.changed, &mut changes.unchanged] {
+            list.sort();
+        }
+        // Queued tasks of a new or changed agent may run now.
+        s.wake.notify_waiters();
+        changes
     }
 
     /// Tasks queued now, over all priorities.
@@ -555,7 +600,24 @@ struct Job {
     slot: crate::concurrency::Slot,
 }
 
+/// The agents by name, each with its cap set, waking the workers when a
+/// slot frees, and registered with the host (callable by other agents).
+fn enlist(host: &Host, wake: &Arc<Notify>, agents: Vec<AgentEntry>) -> HashMap<String, AgentEntry> {
+    for entry in &agents {
+        // One cap for the agent, whether the scheduler or a calling agent starts it.
+        entry.agent.set_max_concurrency(entry.max_concurrency);
+        entry.agent.slots.on_free(wake.clone());
+        host.register(entry.agent.clone());
+    }
+    agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect()
+}
+
 impl Shared {
+    /// The agents of the moment.
+    fn agents_now(&self) -> Agents {
+        self.agents.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Commits a change, then (for a final state) lets the task leave
     /// memory and tells its waiters.
     async fn commit_and_show(&self, change: Change) {
@@ -623,7 +685,7 @@ impl Shared {
             let popped = {
                 let mut guard = self.state.lock().unwrap();
                 let st = &mut *guard;
-                let caps = &self.agents;
+                let caps = self.agents_now();
                 let runnable = |agent: &str| caps.get(agent).is_some_and(|e| e.agent.slots.available());
                 let popped = st.queue.pop(Instant::now(), self.config.aging, runnable);
                 self.metrics.set_queue_depth(&st.queue);
@@ -653,7 +715,8 @@ impl Shared {
     /// it cannot start, or nothing when the agent has no free slot after all.
     fn claim(&self, st: &mut State, priority: Priority, queued: Queued) -> Claim {
         let task = st.live.get_mut(&queued.id).expect("a queued task is live");
-        let Some(entry) = self.agents.get(&*queued.agent) else {
+        let agents = self.agents_now();
+        let Some(entry) = agents.get(&*queued.agent) else {
             // An agent removed from the configuration since the task was accepted.
             task.status = TaskStatus::Failed;
             task.error = Some(TaskError::Instantiate {
