@@ -4,7 +4,8 @@
 //! (a slow-loris client is cut off), a request is answered within a
 //! deadline (`408`, body reads included), requests in progress at once
 //! are capped (`503`), and every answer the server makes itself — `404`,
-//! `405`, `408`, `503` — is JSON, with `Retry-After` where waiting helps.
+//! `405`, `408`, `503`, and hyper's `400`, `414` and `431` to requests it
+//! cannot parse — is JSON, with `Retry-After` where waiting helps.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -22,6 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::parse_errors::JsonParseErrors;
 
 /// `[http]` of `chimera.toml`: what one client may hold of the server.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +85,9 @@ pub(crate) fn retry_later(status: StatusCode, message: impl std::fmt::Display, a
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after_s));
     response
 }
+
+/// Most bytes of a request's head (its line and headers) read.
+const MAX_HEAD_BYTES: usize = 128 << 10;
 
 struct Guard {
     requests: Semaphore,
@@ -175,7 +181,9 @@ pub(crate) async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
+                // A request's head (line and headers) past this is `431`.
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {

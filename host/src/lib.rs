@@ -49,6 +49,8 @@ mod limits;
 mod loader;
 pub mod log;
 pub mod metrics;
+#[cfg(feature = "daemon")]
+mod parse_errors;
 pub mod policy;
 mod report;
 mod runner;

@@ -115,6 +115,25 @@ async fn every_answer_is_json_and_refusals_say_when_to_retry() {
         "the request was not answered within 1000 ms (http.request_timeout_ms)",
         "{answer}"
     );
+
+    // Requests the HTTP parser itself refuses: JSON too, saying what was wrong.
+    let huge_header = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(500_000));
+    let cases = [
+        ("GARBAGE\r\n\r\n".to_string(), "400", "the request is not valid HTTP/1.1"),
+        (format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000)), "414", "the request URI is too long"),
+        (huge_header, "431", "the request headers are too large"),
+    ];
+    for (request, code, message) in cases {
+        let mut s = TcpStream::connect(addr(&daemon)).await.unwrap();
+        // The server may answer (and close) before taking all of a request too large to read.
+        let _ = s.write_all(request.as_bytes()).await;
+        let answer = read_to_close(&mut s).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {code} ")), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("\r\ncontent-type: application/json\r\n"), "{answer}");
+        assert_eq!(json_body(&answer)["error"], message, "{answer}");
+    }
+    // The daemon carries on.
+    assert_eq!(client.get(format!("{}/healthz", daemon.url)).send().await.unwrap().status(), 200);
 }
 
 #[test]
