@@ -75,8 +75,11 @@ impl Slots {
         Slot { permit: Some(permit), slots: self.clone() }
     }
 
-    /// Wakes `notify` whenever a slot is freed.
+    /// Wakes `notify` whenever a slot is freed (once, however often it is given).
     pub fn on_free(&self, notify: Arc<Notify>) {
-        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(notify);
+        let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if !listeners.iter().any(|l| Arc::ptr_eq(l, &notify)) {
+            listeners.push(notify);
+        }
     }
 }

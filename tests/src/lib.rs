@@ -336,7 +336,8 @@ pub fn serve_refused(dir: &Path, config: &str, listen: &str) -> (Option<i32>, St
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > std::time::Duration::from_secs(120) {
             let _ = child.kill();
-            panic!("chimera serve started instead of refusing");
+            let out = child.wait_with_output().unwrap();
+            panic!("chimera serve started instead of refusing: {}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

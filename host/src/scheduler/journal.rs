@@ -7,8 +7,9 @@
 //! A task's state, its input and its output are kept in tables of their
 //! own: a change rewrites only the state (a few hundred bytes); the input
 //! is written once, at submission, and the output once, at the end.
-//! Finished tasks are deleted once retention says so (oldest first), and
-//! redb reuses the freed pages, so the file stays as large as what is kept.
+//! Finished tasks are deleted once retention says so (oldest first); redb
+//! reuses the freed pages, so the file stays as large as what is kept, and
+//! it is compacted (given back to the filesystem) each time it is opened.
 //!
 //! Writes are group-committed: one writer thread takes every write waiting
 //! at that moment and commits them in one durable transaction, so concurrent
@@ -96,7 +97,8 @@ impl RedbTaskStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = open_file(path)?;
+        let mut db = open_file(path)?;
+        compact(&mut db, path);
         let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let health = Arc::new(Mutex::new(None));
         let (writer, requests) = mpsc::channel();
@@ -147,6 +149,20 @@ fn open_file(path: &Path) -> Result<Database, JournalError> {
     tx.open_table(IDEMPOTENCY).map_err(err)?;
     tx.commit().map_err(err)?;
     Ok(db)
+}
+
+/// Gives the file back the space retention freed (redb reuses freed pages
+/// while it runs, but never shrinks the file by itself): once, at open.
+fn compact(db: &mut Database, path: &Path) {
+    let before = std::fs::metadata(path).map_or(0, |m| m.len());
+    match db.compact() {
+        Ok(true) => {
+            let after = std::fs::metadata(path).map_or(0, |m| m.len());
+            tracing::info!(before, after, "task journal compacted");
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!("task journal: compaction skipped: {e}"),
+    }
 }
 
 fn decode_state(bytes: &[u8]) -> Result<TaskState, JournalError> {

@@ -503,24 +503,30 @@ impl Scheduler {
     /// queued tasks of an agent no longer there fail when their turn comes.
     pub fn replace_agents(&self, agents: Vec<AgentEntry>) -> AgentChanges {
         let s = &self.shared;
-        let new = Arc::new(enlist(&s.host, &s.wake, agents));
-        let old = std::mem::replace(&mut *s.agents.write().unwrap_or_else(|e| e.into_inner()), new.clone());
+        let old = s.agents_now();
         let mut changes = AgentChanges::default();
-        for (name, entry) in new.iter() {
-            let list = match old.get(name) {
-                None => &mut changes.added,
+        let mut next = Vec::with_capacity(agents.len());
+        for entry in agents {
+            let name = entry.agent.name().to_string();
+            match old.get(&name) {
+                None => changes.added.push(name),
+                // The same agent: the one running stays (its slots, and so its cap, hold across the reload).
                 Some(was)
                     if was.agent.digest() == entry.agent.digest()
                         && was.max_concurrency == entry.max_concurrency
                         && serde_json::to_value(was.agent.policy()).ok()
                             == serde_json::to_value(entry.agent.policy()).ok() =>
                 {
-                    &mut changes.unchanged
+                    changes.unchanged.push(name);
+                    next.push(was.clone());
+                    continue;
                 }
-                Some(_) => &mut changes.changed,
-            };
-            list.push(name.clone());
+                Some(_) => changes.changed.push(name),
+            }
+            next.push(entry);
         }
+        let new = Arc::new(enlist(&s.host, &s.wake, next));
+        *s.agents.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
         for name in old.keys().filter(|n| !new.contains_key(*n)) {
             s.host.unregister(name);
             changes.removed.push(name.clone());
