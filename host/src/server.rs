@@ -508,9 +508,16 @@ fn parse_id(raw: &str) -> Result<TaskId, String> {
     raw.parse()
 }
 
-/// The task `raw` names, if the caller may see it; else the answer to give
-/// (another token's task is "not found", as one that does not exist).
-async fn own_task(api: &ApiState, who: &Caller, raw: &str) -> Result<crate::scheduler::TaskRecord, Response> {
+/// The task `raw` names, if the caller holds `scope` and may see the task;
+/// else the answer to give (another token's task is "not found", as one
+/// that does not exist).
+async fn own_task(
+    api: &ApiState,
+    who: &Caller,
+    scope: Scope,
+    raw: &str,
+) -> Result<crate::scheduler::TaskRecord, Response> {
+    who.require(scope).map_err(|e| error(StatusCode::FORBIDDEN, e))?;
     let id = parse_id(raw).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     match api.scheduler.status(id).await {
         Ok(Some(record)) if who.owns(record.state.owner.as_deref()) => Ok(record),
@@ -523,20 +530,14 @@ async fn own_task(api: &ApiState, who: &Caller, raw: &str) -> Result<crate::sche
 }
 
 async fn status(State(api): Api, who: Who, UrlPath(raw): UrlPath<String>) -> Response {
-    if let Err(e) = who.require(Scope::Read) {
-        return error(StatusCode::FORBIDDEN, e);
-    }
-    match own_task(&api, &who, &raw).await {
+    match own_task(&api, &who, Scope::Read, &raw).await {
         Ok(record) => Json(record).into_response(),
         Err(answer) => answer,
     }
 }
 
 async fn logs(State(api): Api, who: Who, UrlPath(raw): UrlPath<String>) -> Response {
-    if let Err(e) = who.require(Scope::Read) {
-        return error(StatusCode::FORBIDDEN, e);
-    }
-    let id = match own_task(&api, &who, &raw).await {
+    let id = match own_task(&api, &who, Scope::Read, &raw).await {
         Ok(record) => record.state.id,
         Err(answer) => return answer,
     };
@@ -586,10 +587,7 @@ async fn list(
 }
 
 async fn cancel(State(api): Api, who: Who, UrlPath(raw): UrlPath<String>) -> Response {
-    if let Err(e) = who.require(Scope::Cancel) {
-        return error(StatusCode::FORBIDDEN, e);
-    }
-    let id = match own_task(&api, &who, &raw).await {
+    let id = match own_task(&api, &who, Scope::Cancel, &raw).await {
         Ok(record) => record.state.id,
         Err(answer) => return answer,
     };

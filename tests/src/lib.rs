@@ -254,14 +254,7 @@ impl DaemonProcess {
 
     fn spawn(config: PathBuf) -> DaemonProcess {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(chimera_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("chimera serve starts");
+        let mut child = serve_command(&config, "127.0.0.1:0").spawn().expect("chimera serve starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -318,20 +311,25 @@ impl DaemonProcess {
     }
 }
 
+/// `chimera serve --listen LISTEN --config CONFIG`, its stderr piped.
+pub fn serve_command(config: &Path, listen: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(chimera_bin());
+    command
+        .args(["serve", "--listen", listen, "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
 /// Runs `chimera serve --listen LISTEN` on `dir/chimera.toml` (written from
 /// `config`) expecting it to refuse to start; returns its exit code and
 /// stderr. Panics if it is still running after 120 s.
 pub fn serve_refused(dir: &Path, config: &str, listen: &str) -> (Option<i32>, String) {
     let path = dir.join("chimera.toml");
     std::fs::write(&path, config).unwrap();
-    let mut child = std::process::Command::new(chimera_bin())
-        .args(["serve", "--listen", listen, "--config"])
-        .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("chimera serve starts");
+    let mut child = serve_command(&path, listen).spawn().expect("chimera serve starts");
     let started = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > std::time::Duration::from_secs(120) {

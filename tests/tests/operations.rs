@@ -3,7 +3,7 @@
 //! with the task (`GET /v1/tasks/{id}/logs`, `chimera logs`), JSON inputs,
 //! and logs fit for a collector (JSON lines, no colour codes in a pipe).
 
-use chimera_tests::{agent_entry, artifacts, chimera_bin, policy_file, Api, DaemonProcess};
+use chimera_tests::{agent_entry, artifacts, chimera_bin, policy_file, serve_command, Api, DaemonProcess};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::path::Path;
@@ -87,13 +87,7 @@ async fn tasks_are_listed_by_agent_and_status_page_by_page_and_their_logs_kept_p
 /// they come.
 fn spawn(dir: &Path, config: &str, env: &[(&str, &str)]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     std::fs::write(dir.join("chimera.toml"), config).unwrap();
-    let mut child = std::process::Command::new(chimera_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(dir.join("chimera.toml"))
-        .envs(env.iter().copied())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_command(&dir.join("chimera.toml"), "127.0.0.1:0").envs(env.iter().copied()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
