@@ -47,6 +47,12 @@ step "a task that blocks for a minute is ended by its 1 s wall-clock limit" \
   $chimera run $agents/sleeper.wasm --policy target/demo-timeout.toml --input 60
 step "audit: what kv-counter imports, what its policy grants, the limits in force" \
   $chimera audit $agents/kv_counter.wasm --policy sample-agents/kv-counter/policy.toml
+step "audit: risky grants are warned of (--deny-warnings makes them fail)" \
+  $chimera audit $agents/http_fetch.wasm --policy docs/audit-examples/http-fetch-risky.toml
+step "audit of the whole deployment: every agent, its digests, the calls between agents and their worst case" \
+  $chimera audit --config chimera.toml
+step "audit --diff: what a policy change gives the agent, in capability terms" \
+  $chimera audit --diff sample-agents/http-fetch/policy.toml docs/audit-examples/http-fetch-risky.toml
 
 echo
 echo "==> building the Python and JavaScript kv-counters (componentize-py, ComponentizeJS)"

@@ -34,7 +34,7 @@ fn main() {
     for (workspace, crates) in [
         (
             "sample-agents",
-            &["echo", "word-count", "kv-counter", "http-fetch", "flaky", "passthrough", "geo-lookup"][..],
+            &["echo", "word-count", "kv-counter", "http-fetch", "flaky", "passthrough", "geo-lookup", "text-report"][..],
         ),
         (
             "attack-components",

@@ -109,6 +109,7 @@ impl HostInner {
             }
         }
         let runnable = problems.is_empty() && !refused;
+        let warnings = crate::audit::policy_warnings(&self.registry, policy, &grants, name, Some(&imports));
         let grants = (0..self.registry.len()).map(|i| self.registry.get(i).audit(grants.get(i), name)).collect();
         let mut limits = policy.limits.clone();
         limits.stack_kib = Some(self.config.stack_kib);
@@ -124,6 +125,7 @@ impl HostInner {
             limits,
             runnable,
             problems,
+            warnings,
         })
     }
 

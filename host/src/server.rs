@@ -115,6 +115,11 @@ pub struct AgentConfig {
     /// Its tasks that may run at once. Default 4.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
+    /// The SHA-256 (hex) its component must have: the daemon refuses to
+    /// run any other (at start and at reload). `chimera audit` prints it.
+    pub sha256: Option<String>,
+    /// The SHA-256 (hex) its policy file must have.
+    pub policy_sha256: Option<String>,
 }
 
 fn default_concurrency() -> usize {
@@ -159,8 +164,31 @@ impl ServeConfig {
             if a.max_concurrency == 0 {
                 return Err(format!("agent `{}`: max_concurrency must be at least 1", a.name));
             }
+            for (key, pin) in [("sha256", &a.sha256), ("policy_sha256", &a.policy_sha256)] {
+                if let Some(digest) = pin.as_deref().filter(|d| !crate::audit::is_sha256_hex(d)) {
+                    let form = crate::audit::SHA256_FORM;
+                    return Err(format!("agent `{}`: {key} = {digest:?} is not a SHA-256 {form}", a.name));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The host this config describes: its data directory, pool size and load budget.
+    pub fn host_config(&self) -> HostConfig {
+        let mut host_config = HostConfig::default();
+        if let Some(dir) = &self.data_dir {
+            host_config.data_dir = dir.clone();
+        }
+        if let Some(n) = self.max_instances {
+            host_config.max_instances = n;
+        }
+        let budget = &mut host_config.load_budget;
+        let load = &self.load;
+        budget.max_component_bytes = load.max_component_bytes.unwrap_or(budget.max_component_bytes);
+        budget.compile_timeout_ms = load.compile_timeout_ms.unwrap_or(budget.compile_timeout_ms);
+        budget.compile_memory_mib = load.compile_memory_mib.unwrap_or(budget.compile_memory_mib);
+        host_config
     }
 
     fn scheduler_config(&self) -> SchedulerConfig {
@@ -230,18 +258,7 @@ impl Daemon {
 
     /// [`Daemon::start`] with the capabilities `extend` adds to the host.
     pub fn start_with(config: &ServeConfig, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Daemon, String> {
-        let mut host_config = HostConfig::default();
-        if let Some(dir) = &config.data_dir {
-            host_config.data_dir = dir.clone();
-        }
-        if let Some(n) = config.max_instances {
-            host_config.max_instances = n;
-        }
-        let budget = &mut host_config.load_budget;
-        let load = &config.load;
-        budget.max_component_bytes = load.max_component_bytes.unwrap_or(budget.max_component_bytes);
-        budget.compile_timeout_ms = load.compile_timeout_ms.unwrap_or(budget.compile_timeout_ms);
-        budget.compile_memory_mib = load.compile_memory_mib.unwrap_or(budget.compile_memory_mib);
+        let host_config = config.host_config();
         config.validate()?;
         let tokens = Tokens::load(&config.auth, Path::new("."))?.map(Arc::new);
         let host = Arc::new(extend(Host::builder(host_config)).build().map_err(|e| e.to_string())?);
@@ -328,16 +345,66 @@ impl Daemon {
 fn load_agents(host: &Host, config: &ServeConfig) -> Result<Vec<AgentEntry>, String> {
     let mut agents = Vec::new();
     for a in &config.agents {
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| format!("agent `{}`: cannot read {}: {e}", a.name, p.display()));
         let policy = match &a.policy {
-            Some(p) => Policy::from_file_with(p, host.capabilities()).map_err(|e| e.to_string())?,
+            Some(p) => {
+                // The digest of the bytes parsed, so a file replaced meanwhile cannot slip past the pin.
+                let bytes = read(p)?;
+                check_pin(a, "policy", p, a.policy_sha256.as_deref(), &bytes)?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| format!("agent `{}`: {} is not UTF-8 text", a.name, p.display()))?;
+                Policy::from_toml_with(&text, host.capabilities()).map_err(|e| e.in_file(p).to_string())?
+            }
             None => Policy::default(),
         };
-        let bytes = std::fs::read(&a.component)
-            .map_err(|e| format!("agent `{}`: cannot read {}: {e}", a.name, a.component.display()))?;
+        let bytes = read(&a.component)?;
+        // Checked before compiling: an unapproved component costs no compile.
+        check_pin(a, "component", &a.component, a.sha256.as_deref(), &bytes)?;
         let agent = host.load(&a.name, &bytes, policy).map_err(|e| e.to_string())?;
         agents.push(AgentEntry { agent: Arc::new(agent), max_concurrency: a.max_concurrency });
     }
+    check_callee_pins(&agents)?;
     Ok(agents)
+}
+
+/// Refuses `bytes` (agent `a`'s `what`, read from `path`) unless they have the pinned digest.
+fn check_pin(a: &AgentConfig, what: &str, path: &Path, pinned: Option<&str>, bytes: &[u8]) -> Result<(), String> {
+    let Some(pinned) = pinned else { return Ok(()) };
+    let actual = crate::audit::sha256_hex(bytes);
+    if actual == pinned {
+        return Ok(());
+    }
+    let key = if what == "policy" { "policy_sha256" } else { "sha256" };
+    Err(format!(
+        "agent `{}`: its {what} {} has sha256 {actual}, but the config pins {key} = \"{pinned}\"; the daemon runs \
+         only what was approved (audit the new file, then update the pin)",
+        a.name,
+        path.display()
+    ))
+}
+
+/// Refuses a set of agents in which a `tasks` grant pins a callee that
+/// runs here with another component.
+fn check_callee_pins(agents: &[AgentEntry]) -> Result<(), String> {
+    for caller in agents {
+        let Ok(Some(grant)) = caller.agent.policy().grant::<crate::capabilities::tasks::TasksGrant>() else { continue };
+        for c in grant.callees() {
+            let Some(callee) = agents.iter().find(|e| e.agent.name() == c.name) else { continue };
+            if !c.admits(callee.agent.digest()) {
+                return Err(format!(
+                    "agent `{}` pins its callee `{}` to sha256:{}, but the `{}` configured here is sha256:{}; \
+                     update the pin in its policy or deploy the approved component",
+                    caller.agent.name(),
+                    c.name,
+                    c.sha256.unwrap_or_default(),
+                    c.name,
+                    callee.agent.digest()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the API answers while the daemon starts (loads its agents and

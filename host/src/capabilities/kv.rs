@@ -13,7 +13,9 @@ use wasmtime::component::{Linker, WasmList};
 use wasmtime::StoreContextMut;
 
 use crate::bindings::chimera::agent::kv::{KeyPage, KvError};
-use crate::capability::{Capability, Counters, CpuMeter, Decision, Interface, LoadContext, TaskContext, TaskHandle};
+use crate::capability::{
+    to_json, Capability, Counters, CpuMeter, Decision, Interface, LoadContext, TaskContext, TaskHandle,
+};
 use crate::error::PolicyError;
 use crate::guest_args::GuestStr;
 use crate::policy::{check_name, check_range, PolicySection};
@@ -162,6 +164,18 @@ impl Capability for Kv {
 
     fn describe(&self, g: &KvGrant, agent: &str) -> Vec<String> {
         vec![format!("kv namespace: {}{}", g.namespace_of(agent), if g.read_only { " (read-only)" } else { "" })]
+    }
+
+    fn diff(&self, old: &KvGrant, new: &KvGrant) -> Vec<String> {
+        let mut out = Vec::new();
+        match (old.read_only, new.read_only) {
+            (false, true) => out.push("loses kv write (now read-only)".to_string()),
+            (true, false) => out.push("gains kv write (was read-only)".to_string()),
+            _ => {}
+        }
+        let rest = |g: &KvGrant| KvGrant { read_only: false, ..g.clone() };
+        out.extend(crate::audit::diff_fields("kv", &to_json(&rest(old)), &to_json(&rest(new))));
+        out
     }
 
     fn link(&self, interface: &Interface, linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {

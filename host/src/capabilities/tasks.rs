@@ -15,7 +15,9 @@ use wasmtime::{AsContext, StoreContextMut};
 use crate::agent::Agent;
 use crate::bindings::chimera::agent::tasks::CallError;
 use crate::calls::AgentCaller;
-use crate::capability::{CallChain, Capability, Counters, Decision, Interface, LoadContext, TaskContext, TaskHandle};
+use crate::capability::{
+    to_json, CallChain, Capability, Counters, Decision, Interface, LoadContext, TaskContext, TaskHandle,
+};
 use crate::error::PolicyError;
 use crate::guest_args::GuestStr;
 use crate::policy::{check_name, check_range, PolicySection};
@@ -28,7 +30,10 @@ pub const MAX_DEPTH: u8 = 16;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TasksGrant {
-    /// Names of the agents this agent may call.
+    /// The agents this agent may call: each a name, or `name@sha256:<hex>`
+    /// to pin the callee to one component (a call reaching an agent of that
+    /// name with another digest is refused, and so is a deployment naming
+    /// it).
     pub allow: Vec<String>,
     /// Calls one task may make.
     pub max_fan_out: u32,
@@ -43,6 +48,42 @@ pub struct TasksGrant {
 impl Default for TasksGrant {
     fn default() -> Self {
         TasksGrant { allow: Vec::new(), max_fan_out: 4, max_depth: 2, rate_per_second: 100 }
+    }
+}
+
+/// One entry of [`TasksGrant::allow`], read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Callee<'a> {
+    /// The agent's name.
+    pub name: &'a str,
+    /// The SHA-256 (hex) its component must have, when pinned.
+    pub sha256: Option<&'a str>,
+}
+
+impl<'a> Callee<'a> {
+    /// Reads `name` or `name@sha256:<hex>`.
+    pub fn parse(entry: &'a str) -> Callee<'a> {
+        match entry.split_once("@sha256:") {
+            Some((name, digest)) => Callee { name, sha256: Some(digest) },
+            None => Callee { name: entry, sha256: None },
+        }
+    }
+
+    /// Whether `digest` is what this entry allows.
+    pub fn admits(&self, digest: &str) -> bool {
+        self.sha256.is_none_or(|want| want == digest)
+    }
+}
+
+impl TasksGrant {
+    /// Each allowed callee.
+    pub fn callees(&self) -> impl Iterator<Item = Callee<'_>> {
+        self.allow.iter().map(|e| Callee::parse(e))
+    }
+
+    /// The entry allowing calls to `name`, if any.
+    pub fn callee(&self, name: &str) -> Option<Callee<'_>> {
+        self.callees().find(|c| c.name == name)
     }
 }
 
@@ -100,8 +141,16 @@ impl Capability for Tasks {
     }
 
     fn validate(&self, g: &TasksGrant) -> Result<(), PolicyError> {
-        for (i, name) in g.allow.iter().enumerate() {
-            check_name(&format!("capabilities.tasks.allow[{i}]"), name)?;
+        for (i, entry) in g.allow.iter().enumerate() {
+            let key = format!("capabilities.tasks.allow[{i}]");
+            let callee = Callee::parse(entry);
+            check_name(&key, callee.name)?;
+            if let Some(digest) = callee.sha256.filter(|d| !crate::audit::is_sha256_hex(d)) {
+                return Err(PolicyError::Invalid {
+                    key,
+                    reason: format!("pins the digest {digest:?}, which is not a SHA-256 {}", crate::audit::SHA256_FORM),
+                });
+            }
         }
         check_range("capabilities.tasks.max_fan_out", g.max_fan_out.into(), 1, 1_000)?;
         check_range("capabilities.tasks.max_depth", g.max_depth.into(), 1, MAX_DEPTH.into())?;
@@ -121,6 +170,26 @@ impl Capability for Tasks {
                 "not granted; add a [capabilities.tasks] section naming the agents it may call".into(),
             ),
         }
+    }
+
+    fn diff(&self, old: &TasksGrant, new: &TasksGrant) -> Vec<String> {
+        let mut out = Vec::new();
+        let pin = |d: Option<&str>| d.map_or("unpinned".to_string(), |d| format!("sha256:{d}"));
+        for c in new.callees() {
+            match old.callee(c.name) {
+                None => out.push(format!("gains tasks call to {} ({})", c.name, pin(c.sha256))),
+                Some(was) if was.sha256 != c.sha256 => {
+                    out.push(format!("tasks call to {}: {} → {}", c.name, pin(was.sha256), pin(c.sha256)))
+                }
+                Some(_) => {}
+            }
+        }
+        for c in old.callees().filter(|c| new.callee(c.name).is_none()) {
+            out.push(format!("loses tasks call to {}", c.name));
+        }
+        let rest = |g: &TasksGrant| TasksGrant { allow: Vec::new(), ..g.clone() };
+        out.extend(crate::audit::diff_fields("tasks", &to_json(&rest(old)), &to_json(&rest(new))));
+        out
     }
 
     fn link(&self, interface: &Interface, linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
@@ -220,12 +289,22 @@ fn lift_call(
         );
     };
     let tasks = store.data().state_ref::<TasksTask>();
-    if !tasks.access.grant.allow.contains(&name) {
+    let Some(allowed) = tasks.access.grant.callee(&name) else {
         return deny("not-allowed", format!("this agent's policy does not allow calling `{name}`"));
-    }
+    };
     let Some(callee) = tasks.caller.find(&name) else {
         return Ok(Err((CallError::UnknownAgent(format!("no agent `{name}` runs on this host")), "unknown-agent")));
     };
+    if !allowed.admits(callee.digest()) {
+        return deny(
+            "digest-mismatch",
+            format!(
+                "this agent's policy pins `{name}` to sha256:{}, but the `{name}` on this host is sha256:{}",
+                allowed.sha256.unwrap_or_default(),
+                callee.digest()
+            ),
+        );
+    }
     let limit = callee.policy().limits.max_input_bytes;
     if input.min_len() as u64 > limit {
         return deny(
@@ -263,7 +342,7 @@ impl TasksTask {
         let access = self.access.clone();
         let grant = &access.grant;
         let name = callee.name().to_string();
-        if !grant.allow.contains(&name) {
+        if !grant.callee(&name).is_some_and(|c| c.admits(callee.digest())) {
             return deny("not-allowed", format!("this agent's policy does not allow calling `{name}`"));
         }
         if self.calls_made >= grant.max_fan_out {

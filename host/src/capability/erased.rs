@@ -5,7 +5,7 @@ use std::any::{Any, TypeId};
 use std::sync::Arc;
 use wasmtime::component::Linker;
 
-use super::{AgentSettings, Capability, Decision, GrantAudit, Interface, LoadContext, TaskContext};
+use super::{AgentSettings, AuditWarning, Capability, Decision, GrantAudit, Interface, LoadContext, TaskContext};
 use crate::error::PolicyError;
 use crate::task_data::TaskData;
 
@@ -26,6 +26,12 @@ pub(crate) trait DynCapability: Send + Sync {
     fn validate(&self, grant: &ErasedGrant) -> Result<(), PolicyError>;
     fn decide(&self, interface: &Interface, grant: Option<&ErasedGrant>) -> Decision;
     fn audit(&self, grant: Option<&ErasedGrant>, agent: &str) -> GrantAudit;
+    fn warnings(&self, grant: &ErasedGrant) -> Vec<AuditWarning>;
+    /// The grant an empty section gives, as JSON (the section's defaults),
+    /// if an empty section parses.
+    fn default_grant(&self) -> Option<serde_json::Value>;
+    /// `None`: the grant did not change.
+    fn diff(&self, old: Option<&ErasedGrant>, new: Option<&ErasedGrant>, agent: &str) -> Vec<String>;
     fn configure(&self, grant: Option<&ErasedGrant>, settings: &mut AgentSettings);
     fn link(&self, interface: &Interface, linker: &mut Linker<TaskData>) -> wasmtime::Result<()>;
     fn load(&self, grant: Option<&ErasedGrant>, cx: &LoadContext<'_>) -> Result<ErasedAgentState, String>;
@@ -89,6 +95,37 @@ impl<C: Capability> DynCapability for C {
             granted: grant.is_some(),
             grant: grant.and_then(|g| serde_json::to_value(g).ok()),
             summary: grant.map(|g| self.describe(g, agent)).unwrap_or_default(),
+        }
+    }
+
+    fn warnings(&self, grant: &ErasedGrant) -> Vec<AuditWarning> {
+        grant.downcast_ref::<C::Grant>().map(|g| Capability::warnings(self, g)).unwrap_or_default()
+    }
+
+    fn default_grant(&self) -> Option<serde_json::Value> {
+        let empty = toml::Value::Table(toml::Table::new());
+        empty.try_into::<C::Grant>().ok().map(|g| super::to_json(&g))
+    }
+
+    fn diff(&self, old: Option<&ErasedGrant>, new: Option<&ErasedGrant>, agent: &str) -> Vec<String> {
+        let name = Capability::name(self);
+        match (typed::<C>(old), typed::<C>(new)) {
+            (None, None) => Vec::new(),
+            (None, Some(g)) => {
+                let mut said = self.describe(g, agent);
+                if said.is_empty() {
+                    // What an import of it would be granted.
+                    let first = Capability::interfaces(self).first();
+                    if let Some(Decision::Granted(detail)) = first.map(|i| Capability::decide(self, i, Some(g))) {
+                        said.push(detail);
+                    }
+                }
+                let mut lines = vec![format!("gains {name}")];
+                lines.extend(said.into_iter().map(|l| format!("  {}", l.trim_start())));
+                lines
+            }
+            (Some(_), None) => vec![format!("loses {name}")],
+            (Some(a), Some(b)) => Capability::diff(self, a, b),
         }
     }
 

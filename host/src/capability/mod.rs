@@ -91,6 +91,19 @@ pub trait Capability: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// What is risky or odd about a grant, for `chimera audit` (and
+    /// `--deny-warnings`). Limits far above the section's defaults are
+    /// found by the host for every capability; this is for the rest.
+    fn warnings(&self, _grant: &Self::Grant) -> Vec<AuditWarning> {
+        Vec::new()
+    }
+
+    /// How a grant changed, in capability terms (`loses kv write`), for
+    /// `chimera audit --diff`. The default names each changed field.
+    fn diff(&self, old: &Self::Grant, new: &Self::Grant) -> Vec<String> {
+        crate::audit::diff_fields(self.name(), &to_json(old), &to_json(new))
+    }
+
     /// Adjusts agent-wide settings from the grant (e.g. how much log is kept).
     fn configure(&self, _grant: &Self::Grant, _settings: &mut AgentSettings) {}
 
@@ -108,6 +121,35 @@ pub trait Capability: Send + Sync + 'static {
     /// Called after each call into the instance returns (a fresh task's one
     /// call, or each call of a warm instance).
     fn end_call(&self, _task: &mut Self::TaskState) {}
+}
+
+/// A grant as JSON, for comparing fields (`Null` if it does not serialize).
+pub(crate) fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// Something in a policy an auditor should look at before signing off:
+/// risky (private addresses allowed) or odd (a rule that can never match).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditWarning {
+    /// A stable code: `allow-private`, `metadata-address`,
+    /// `private-wildcard`, `broad-wildcard`, `network-range`,
+    /// `never-matches`, `unused-grant`, `high-limit`, `shared-namespace`,
+    /// `unknown-callee`, `unpinned-callee`, `large-fan-out`.
+    pub code: &'static str,
+    /// The policy key (or config entry) it is about, e.g.
+    /// `capabilities.outbound_http.allow[0]`.
+    pub key: String,
+    /// What is risky and what to do, in plain words.
+    pub message: String,
+}
+
+impl AuditWarning {
+    /// A warning about `key`.
+    pub fn new(code: &'static str, key: impl Into<String>, message: impl Into<String>) -> AuditWarning {
+        AuditWarning { code, key: key.into(), message: message.into() }
+    }
 }
 
 /// A capability's answer for one import.
@@ -140,6 +182,16 @@ pub enum Verdict {
     Inert,
     /// Not linked: loading the agent fails.
     Refused,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Granted => "granted",
+            Verdict::Inert => "inert",
+            Verdict::Refused => "refused",
+        })
+    }
 }
 
 /// One import of a component, judged against a policy.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::{AuditReport, Host, HostBuilder, HostConfig, LogSource, Policy, Registry, TaskReport, Verdict};
+use crate::{Host, HostBuilder, HostConfig, LogSource, Policy, Registry, TaskReport};
 
 /// `println!` that hands back the write's error instead of panicking, so
 /// output piped into `head` ends quietly (see [`main_with`]).
@@ -18,6 +18,7 @@ macro_rules! out {
     }};
 }
 
+mod audit;
 mod client;
 
 #[derive(Parser)]
@@ -56,18 +57,32 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
-    /// Show what a component imports, what its policy grants, and the limits in force.
+    /// Show what a component imports, what its policy grants, the limits in
+    /// force, and what is risky; or audit a whole deployment (--config), or
+    /// compare two policies or configs (--diff).
     ///
-    /// Exit status: 0 if the agent would load, 1 if anything it imports is not granted.
+    /// Exit status: 0 if the agent (or deployment) would load, 1 if it would
+    /// be refused, or if there is any warning and --deny-warnings is given.
     Audit {
-        /// The agent component (.wasm).
-        component: PathBuf,
+        /// The agent component (.wasm). With --diff: judge both policies against it.
+        component: Option<PathBuf>,
         /// The policy to judge it against. Without it: the empty policy.
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with_all = ["config", "diff"])]
         policy: Option<PathBuf>,
+        /// Audit every agent of this `chimera serve` config, the calls
+        /// between them, and the KV namespaces they share.
+        #[arg(long, short, conflicts_with = "diff")]
+        config: Option<PathBuf>,
+        /// Compare two policies (or two `chimera serve` configs) in
+        /// capability terms: what the agent gains and loses.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"])]
+        diff: Option<Vec<PathBuf>>,
         /// Print the audit as JSON.
         #[arg(long)]
         json: bool,
+        /// Exit with status 1 if there is any warning.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Run the host as a daemon: the agents of a config file, the scheduler,
     /// and the HTTP API (tasks, agents, health, metrics) on 127.0.0.1.
@@ -193,24 +208,20 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
             let report = runtime.block_on(host.run(&agent, &input));
             print_report(&report, json, quiet)
         }
-        Command::Audit { component, policy, json } => {
-            let policy_path = policy;
-            let policy = load_policy(policy_path.as_deref(), &registry)?;
-            let config = HostConfig { max_instances: 1, cache_compiled: false, ..host_config(&policy) };
-            let host = extend(Host::builder(config)).build()?;
-            let bytes = std::fs::read(&component).with_context(|| format!("cannot read {}", component.display()))?;
-            let name = policy.agent.name.clone().unwrap_or_else(|| stem(&component));
-            let mut report = host.audit(&name, &bytes, &policy)?;
-            if let Some(path) = &policy_path {
-                let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-                report = report.with_policy_file(&text);
+        Command::Audit { component, policy, config, diff, json, deny_warnings } => {
+            let how = audit::Output { json, deny_warnings };
+            match (diff, config, component) {
+                (Some(files), _, component) => audit::diff(&files[0], &files[1], component.as_deref(), extend, how),
+                (None, Some(config), None) => audit::deployment(&config, extend, how),
+                (None, Some(_), Some(_)) => {
+                    anyhow::bail!("--config audits the agents the config names; give no component with it")
+                }
+                (None, None, Some(component)) => audit::component(&component, policy.as_deref(), extend, how),
+                (None, None, None) => anyhow::bail!(
+                    "give a component to audit (chimera audit AGENT.wasm --policy POLICY.toml), a deployment \
+                     (--config chimera.toml), or two policies to compare (--diff OLD.toml NEW.toml)"
+                ),
             }
-            if json {
-                out!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_audit(&report)?;
-            }
-            Ok(if report.runnable { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Serve { config, listen } => {
             let mut config = if config.exists() || config != Path::new("chimera.toml") {
@@ -294,7 +305,7 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
 }
 
 /// The CLI runs one agent, so the engine takes that agent's stack and a small pool.
-fn host_config(policy: &Policy) -> HostConfig {
+pub(crate) fn host_config(policy: &Policy) -> HostConfig {
     let mut config = HostConfig { max_instances: 4, ..HostConfig::default() };
     if let Some(stack) = policy.limits.stack_kib {
         config.stack_kib = stack;
@@ -317,7 +328,7 @@ fn server_url(flag: Option<String>) -> String {
     flag.or_else(|| std::env::var("CHIMERA_SERVER").ok()).unwrap_or_else(|| "http://127.0.0.1:7878".into())
 }
 
-fn load_policy(path: Option<&Path>, registry: &Registry) -> Result<Policy> {
+pub(crate) fn load_policy(path: Option<&Path>, registry: &Registry) -> Result<Policy> {
     Ok(match path {
         Some(p) => Policy::from_file_with(p, registry)?,
         None => Policy::default(),
@@ -334,7 +345,7 @@ fn read_input(spec: &str) -> Result<String> {
     }
 }
 
-fn stem(path: &Path) -> String {
+pub(crate) fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "agent".into())
 }
 
@@ -359,112 +370,4 @@ fn print_report(report: &TaskReport, json: bool, quiet: bool) -> Result<ExitCode
         }
     }
     Ok(if report.outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// One row of the audit table: import, capability, verdict, detail.
-type Row = (String, &'static str, Verdict, String);
-
-/// WASI interfaces of one package, version and verdict sharing a row.
-struct WasiGroup {
-    package: String,
-    version: String,
-    verdict: Verdict,
-    row: usize,
-    names: Vec<String>,
-}
-
-/// The audit table's rows: one per import, except that the WASI baseline's
-/// interfaces of one package, version and verdict share a row
-/// (`wasi:cli@0.2.6 (10 interfaces)`); `--json` lists each.
-fn table_rows(imports: &[crate::ImportDecision]) -> Vec<Row> {
-    let mut rows: Vec<Row> = Vec::new();
-    let mut groups: Vec<WasiGroup> = Vec::new();
-    for d in imports {
-        let parsed = d.import.split_once('/').and_then(|(package, rest)| {
-            let (name, version) = rest.split_once('@').unwrap_or((rest, ""));
-            package.starts_with("wasi:").then(|| (package.to_string(), name.to_string(), version.to_string()))
-        });
-        let Some((package, name, version)) = parsed else {
-            rows.push((d.import.clone(), d.capability, d.verdict, d.detail.clone()));
-            continue;
-        };
-        match groups.iter_mut().find(|g| g.package == package && g.version == version && g.verdict == d.verdict) {
-            Some(group) => group.names.push(name),
-            None => {
-                groups.push(WasiGroup { package, version, verdict: d.verdict, row: rows.len(), names: vec![name] });
-                rows.push((String::new(), d.capability, d.verdict, d.detail.clone()));
-            }
-        }
-    }
-    for g in groups {
-        let at = if g.version.is_empty() { String::new() } else { format!("@{}", g.version) };
-        rows[g.row].0 = if g.names.len() == 1 {
-            format!("{}/{}{at}", g.package, g.names[0])
-        } else {
-            format!("{}{at} ({} interfaces)", g.package, g.names.len())
-        };
-    }
-    rows
-}
-
-fn print_audit(r: &AuditReport) -> Result<()> {
-    out!("agent {} ({} bytes)", r.agent, r.component_bytes);
-    out!();
-    let rows = table_rows(&r.imports);
-    let width = rows.iter().map(|row| row.0.len()).max().unwrap_or(6).max(6);
-    out!("{:<width$}  {:<15}  {:<8}  DETAIL", "IMPORT", "CAPABILITY", "VERDICT");
-    for (import, capability, verdict, detail) in rows {
-        let verdict = match verdict {
-            Verdict::Granted => "granted",
-            Verdict::Inert => "inert",
-            Verdict::Refused => "REFUSED",
-        };
-        out!("{import:<width$}  {capability:<15}  {verdict:<8}  {detail}");
-    }
-    if r.imports.is_empty() {
-        out!("(no imports)");
-    }
-    out!();
-    out!("exports: {}", r.exports.join(", "));
-    let l = &r.limits;
-    out!(
-        "limits: memory {} MiB, cpu {} ms, timeout {} ms, stack {} KiB, input {} B, output {} B, handles {}, stdio {} B",
-        l.memory_mib,
-        l.cpu_ms,
-        l.timeout_ms,
-        l.stack_kib.unwrap_or_default(),
-        l.max_input_bytes,
-        l.max_output_bytes,
-        l.resource_handles,
-        l.stdio_bytes
-    );
-    out!("component sha256: {}", r.component_sha256);
-    if let Some(digest) = &r.policy_sha256 {
-        out!("policy sha256: {digest}");
-    }
-    for g in r.grants.iter().filter(|g| g.granted) {
-        for line in &g.summary {
-            out!("{line}");
-        }
-    }
-    let ungranted: Vec<&str> = r.grants.iter().filter(|g| !g.granted).map(|g| g.capability).collect();
-    if !ungranted.is_empty() {
-        out!("not granted: {}", ungranted.join(", "));
-    }
-    for p in &r.problems {
-        out!("problem: {p}");
-    }
-    out!();
-    let refused = r.refused().count();
-    let inert = r.imports.iter().filter(|d| d.verdict == Verdict::Inert).count();
-    if r.runnable && inert > 0 {
-        out!("verdict: runnable: every import is granted, {inert} of them inert (linked with nothing behind them)");
-    } else if r.runnable {
-        out!("verdict: runnable: every import is granted");
-    } else if refused > 0 {
-        out!("verdict: REFUSED: {refused} import(s) not granted");
-    } else {
-        out!("verdict: REFUSED");
-    }
-    Ok(())
 }

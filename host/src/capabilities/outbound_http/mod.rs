@@ -15,6 +15,8 @@
 //! guest memory before the host copies or decodes any of them, and is
 //! counted in the task's `http_bytes_sent`.
 
+mod audit;
+
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +29,9 @@ use wasmtime::StoreContextMut;
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::chimera::agent::outbound_http::{HttpError, Method, Response};
-use crate::capability::{Capability, Counters, Decision, Interface, LoadContext, TaskContext, TaskHandle};
+use crate::capability::{
+    AuditWarning, Capability, Counters, Decision, Interface, LoadContext, TaskContext, TaskHandle,
+};
 use crate::error::PolicyError;
 use crate::guest_args::GuestStr;
 use crate::log::escape_capped;
@@ -233,6 +237,14 @@ impl Capability for OutboundHttp {
         lines.extend(g.allow.iter().map(|a| format!("  allow {}", describe_rule(a))));
         lines.push("  everything else: denied".into());
         lines
+    }
+
+    fn warnings(&self, g: &HttpGrant) -> Vec<AuditWarning> {
+        audit::warnings(g)
+    }
+
+    fn diff(&self, old: &HttpGrant, new: &HttpGrant) -> Vec<String> {
+        audit::diff(old, new)
     }
 
     fn link(&self, interface: &Interface, linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {

@@ -3,6 +3,19 @@
 
 use serde::Serialize;
 
+mod checks;
+mod deployment;
+mod diff;
+
+pub use crate::capability::AuditWarning;
+pub(crate) use checks::policy_warnings;
+pub use checks::FAR_ABOVE_DEFAULT;
+pub use deployment::{
+    audit_deployment, is_sha256_hex, sha256_hex, CallChainBound, CallEdge, DeployedAgent, DeploymentAudit, PinStatus,
+    SharedNamespace, SHA256_FORM,
+};
+pub use diff::{diff_fields, diff_imports, diff_limits, diff_policies};
+
 use crate::capability::{GrantAudit, ImportDecision, Verdict};
 use crate::policy::Limits;
 
@@ -37,6 +50,9 @@ pub struct AuditReport {
     pub runnable: bool,
     /// Problems other than imports (e.g. a missing entry point).
     pub problems: Vec<String>,
+    /// What is risky or odd in the policy (the agent still loads; see
+    /// `chimera audit --deny-warnings`).
+    pub warnings: Vec<AuditWarning>,
 }
 
 impl AuditReport {
