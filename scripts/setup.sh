@@ -16,11 +16,13 @@ rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 need=()
 command -v python3 >/dev/null 2>&1 && python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+# The Redis storage backend's tests run a real redis-server on loopback.
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "missing: ${need[*]} (needed to build the Python and JavaScript agents); install them and run again" >&2
+    echo "missing: ${need[*]} (needed to build the Python and JavaScript agents and to test the Redis backend); install them and run again" >&2
     exit 1
   fi
 fi

@@ -13,6 +13,8 @@ if cargo tree --locked -p chimera-host --no-default-features -e normal --prefix 
   echo "chimera-host without default features depends on the crates above" >&2
   exit 1
 fi
+# ...and builds without them.
+cargo check --release --locked -q -p chimera-host --no-default-features
 cargo build --release --locked --bin chimera
 cargo bench --locked -p chimera-benches -- --test
 cargo test --release --locked --workspace

@@ -11,6 +11,9 @@ use std::time::Duration;
 pub struct HostConfig {
     /// Where the KV store lives (`kv.redb`). Created on first use.
     pub data_dir: PathBuf,
+    /// Where the agents' KV data is kept: `kv.redb` in `data_dir` (the
+    /// default) or a Redis server shared with other hosts.
+    pub storage: crate::storage::StorageBackend,
     /// Use the pooling instance allocator (fast instantiation, tuned for
     /// reuse). Without it, every instance maps fresh memory.
     pub pooling: bool,
@@ -62,6 +65,7 @@ impl Default for HostConfig {
     fn default() -> Self {
         HostConfig {
             data_dir: default_data_dir(),
+            storage: crate::storage::StorageBackend::Embedded,
             pooling: true,
             max_instances: 1000,
             max_memory_mib: 1024,

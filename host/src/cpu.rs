@@ -97,6 +97,7 @@ pub(crate) fn charged<R>(usage: &UsageCounters, f: impl FnOnce() -> R) -> R {
 /// Lowers the calling thread's scheduling priority (nice 5): on Linux a
 /// thread has a priority of its own, so threads running agents yield the
 /// CPU to the host's serving threads when both want it.
+#[cfg(feature = "daemon")]
 pub(crate) fn lower_thread_priority() {
     // SAFETY: plain system call on the calling thread (`who` = 0).
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) };

@@ -21,7 +21,7 @@ use crate::error::{HostError, LoadError};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::report::{RunOptions, TaskReport};
-use crate::storage::{KvBackend, RedbKv};
+use crate::storage::{KvBackend, RedbKv, StorageBackend};
 
 /// Runs agents. Create one per process (it owns the engine, the instance
 /// pool, the KV backend and the epoch ticker) and share it; clones are
@@ -238,6 +238,13 @@ impl Host {
     pub fn open_storage(&self) -> Result<(), HostError> {
         self.kv_backend().map(drop)
     }
+
+    /// Checks that the KV store answers: a round trip to a networked one
+    /// (Redis), nothing for the embedded file. The error names the store.
+    pub async fn check_storage(&self) -> Result<(), String> {
+        let kv = self.kv_backend().map_err(|e| e.to_string())?;
+        kv.ping().await.map_err(|e| e.to_string())
+    }
 }
 
 impl HostInner {
@@ -248,10 +255,22 @@ impl HostInner {
         if let Some(kv) = &*guard {
             return Ok(kv.clone());
         }
-        let dir = &self.config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| HostError::DataDir { path: dir.display().to_string(), reason: e.to_string() })?;
-        let kv: Arc<dyn KvBackend> = Arc::new(RedbKv::open(&dir.join("kv.redb"))?);
+        let kv: Arc<dyn KvBackend> = match &self.config.storage {
+            StorageBackend::Embedded => {
+                let dir = &self.config.data_dir;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| HostError::DataDir { path: dir.display().to_string(), reason: e.to_string() })?;
+                Arc::new(RedbKv::open(&dir.join("kv.redb"))?)
+            }
+            #[cfg(feature = "redis")]
+            StorageBackend::Redis(settings) => Arc::new(crate::storage::RedisKv::open(settings)?),
+            #[cfg(not(feature = "redis"))]
+            StorageBackend::Redis(_) => {
+                return Err(HostError::Config(
+                    "storage on Redis needs chimera-host built with the `redis` feature".into(),
+                ))
+            }
+        };
         *guard = Some(kv.clone());
         Ok(kv)
     }

@@ -23,6 +23,7 @@ use crate::scheduler::{
     AgentChanges, AgentEntry, CancelError, Retention, Scheduler, SchedulerConfig, Submission, SubmitError, TaskId,
     TaskQuery,
 };
+use crate::storage::{StorageBackend, StorageSection, REDIS_URL_ENV};
 use crate::{Host, HostBuilder, Policy};
 
 /// The daemon's configuration file (`chimera.toml`).
@@ -48,6 +49,9 @@ pub struct ServeConfig {
     /// Who may use the API.
     #[serde(default)]
     pub auth: AuthSection,
+    /// Where the agents' KV data is kept.
+    #[serde(default)]
+    pub storage: StorageSection,
     /// The agents to run.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -148,6 +152,7 @@ impl ServeConfig {
     /// values, and each agent named once.
     pub fn validate(&self) -> Result<(), String> {
         self.http.validate()?;
+        self.storage_backend()?;
         self.scheduler_config().validate()?;
         if !self.listen.ip().is_loopback() && !Tokens::configured(&self.auth) {
             return Err(format!(
@@ -174,9 +179,18 @@ impl ServeConfig {
         Ok(())
     }
 
-    /// The host this config describes: its data directory, pool size and load budget.
+    /// Where the agents' KV data is kept: `[storage]`, with
+    /// `$CHIMERA_REDIS_URL` for a missing `redis_url`.
+    pub fn storage_backend(&self) -> Result<StorageBackend, String> {
+        self.storage.backend(std::env::var(REDIS_URL_ENV).ok())
+    }
+
+    /// The host this config describes: its data directory, storage, pool
+    /// size and load budget (a `[storage]` that does not check is left
+    /// embedded here; [`Self::validate`] refuses it).
     pub fn host_config(&self) -> HostConfig {
-        let mut host_config = HostConfig::default();
+        let mut host_config =
+            HostConfig { storage: self.storage_backend().unwrap_or_default(), ..HostConfig::default() };
         if let Some(dir) = &self.data_dir {
             host_config.data_dir = dir.clone();
         }
@@ -465,6 +479,16 @@ pub async fn run(
             return Err(e);
         }
     };
+    if let StorageBackend::Redis(settings) = &config.host_config().storage {
+        match daemon.host.check_storage().await {
+            Ok(()) => {
+                tracing::info!("KV store: Redis (prefix {:?}, {} connections)", settings.key_prefix, settings.pool_size)
+            }
+            // Not fatal: the connections are re-made with backoff, and KV
+            // calls fail as unavailable until Redis answers.
+            Err(e) => tracing::warn!("{e}; KV calls fail until it answers"),
+        }
+    }
     *app.write().unwrap_or_else(|e| e.into_inner()) = daemon.router();
     let _ = daemon.app.set(app);
     ready();

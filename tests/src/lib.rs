@@ -12,6 +12,10 @@ pub mod artifacts {
     include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 }
 
+/// A real `redis-server` on a free loopback port.
+pub mod redis_server;
+pub use redis_server::RedisServer;
+
 /// The load-budget attacks, generated (see the file for each shape).
 #[path = "../../attack-components/generated/compile_bombs.rs"]
 pub mod compile_bombs;

@@ -4,17 +4,20 @@
 use serde::Serialize;
 
 mod checks;
+#[cfg(feature = "daemon")]
 mod deployment;
 mod diff;
+mod digest;
 
 pub use crate::capability::AuditWarning;
 pub(crate) use checks::policy_warnings;
 pub use checks::FAR_ABOVE_DEFAULT;
+#[cfg(feature = "daemon")]
 pub use deployment::{
-    audit_deployment, is_sha256_hex, sha256_hex, CallChainBound, CallEdge, DeployedAgent, DeploymentAudit, PinStatus,
-    SharedNamespace, SHA256_FORM,
+    audit_deployment, CallChainBound, CallEdge, DeployedAgent, DeploymentAudit, PinStatus, SharedNamespace,
 };
 pub use diff::{diff_fields, diff_imports, diff_limits, diff_policies};
+pub use digest::{is_sha256_hex, sha256_hex, SHA256_FORM};
 
 use crate::capability::{GrantAudit, ImportDecision, Verdict};
 use crate::policy::Limits;

@@ -6,12 +6,75 @@
 
 mod redb_file;
 mod redb_kv;
+#[cfg(feature = "redis")]
+mod redis_kv;
+mod section;
 
 pub(crate) use redb_file::open_database;
 
 pub use redb_kv::RedbKv;
+#[cfg(feature = "redis")]
+pub use redis_kv::RedisKv;
+pub use section::{BackendKind, StorageSection, REDIS_URL_ENV};
 
 use crate::cpu::CpuMeter;
+use std::time::Duration;
+
+/// Where a host keeps the agents' KV data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageBackend {
+    /// One redb file in the data directory (`kv.redb`): one host.
+    #[default]
+    Embedded,
+    /// A Redis server, shared by every host configured with it (needs the
+    /// `redis` feature).
+    Redis(RedisSettings),
+}
+
+/// Where and how to reach Redis.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port/db`.
+    pub url: String,
+    /// Prepended to every key this host writes, so several deployments can
+    /// share one Redis.
+    pub key_prefix: String,
+    /// Connections kept open; each carries many commands at once.
+    pub pool_size: usize,
+    /// How long one command may wait for Redis before it fails as
+    /// unavailable (and the connection is re-established).
+    pub response_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the default prefix (`chimera:`), pool size (4)
+    /// and response timeout (2 s).
+    pub fn new(url: impl Into<String>) -> RedisSettings {
+        RedisSettings {
+            url: url.into(),
+            key_prefix: "chimera:".into(),
+            pool_size: 4,
+            response_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &self.url[..scheme], &self.url[at..]),
+            _ => self.url.clone(),
+        };
+        f.debug_struct("RedisSettings")
+            .field("url", &url)
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
+}
 
 /// What a namespace holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -193,4 +256,9 @@ pub trait KvBackend: Send + Sync + 'static {
 
     /// What `ns` holds, as kept with the data.
     async fn totals(&self, ns: &str) -> Result<NamespaceTotals, KvStoreError>;
+
+    /// Checks that the store answers (a networked one: a round trip).
+    async fn ping(&self) -> Result<(), KvStoreError> {
+        Ok(())
+    }
 }
