@@ -51,6 +51,8 @@ step "audit: risky grants are warned of (--deny-warnings makes them fail)" \
   $chimera audit $agents/http_fetch.wasm --policy docs/audit-examples/http-fetch-risky.toml
 step "audit of the whole deployment: every agent, its digests, the calls between agents and their worst case" \
   $chimera audit --config chimera.toml
+step "agent to agent: text-report calls word-count through the host (every agent of chimera.toml loaded)" \
+  $chimera run --config chimera.toml text-report --input '{"text":"the quick brown fox jumps over the lazy dog the end"}'
 step "audit --diff: what a policy change gives the agent, in capability terms" \
   $chimera audit --diff sample-agents/http-fetch/policy.toml docs/audit-examples/http-fetch-risky.toml
 

@@ -16,6 +16,8 @@ fi
 # ...and builds without them.
 cargo check --release --locked -q -p chimera-host --no-default-features
 cargo build --release --locked --bin chimera
+# The SDK packages and builds as it would be published (its WIT inside it).
+(cd guest-sdk && cargo package --quiet --allow-dirty --target-dir ../target/sdk-package)
 cargo bench --locked -p chimera-benches -- --test
 cargo test --release --locked --workspace
 for example in embed policy-in-code custom-capability scheduler; do

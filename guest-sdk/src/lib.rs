@@ -25,7 +25,7 @@ pub mod tasks;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "agent",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         default_bindings_module: "chimera_agent::bindings",
     });

@@ -356,7 +356,7 @@ impl Daemon {
 }
 
 /// Loads every agent `config` names (refusing all, naming the agent, if one is refused).
-fn load_agents(host: &Host, config: &ServeConfig) -> Result<Vec<AgentEntry>, String> {
+pub(crate) fn load_agents(host: &Host, config: &ServeConfig) -> Result<Vec<AgentEntry>, String> {
     let mut agents = Vec::new();
     for a in &config.agents {
         let read =

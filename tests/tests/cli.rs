@@ -156,3 +156,51 @@ fn run_json_reports_usage() {
     assert_eq!(report["outcome"]["Ok"], r#"{"words":3,"lines":1,"chars":5,"top":[["a",2],["b",1]]}"#);
     assert!(report["usage"]["peak_memory_bytes"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn run_hosts_the_agents_a_run_calls_from_agent_flags_or_a_serve_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy =
+        |name: &str| chimera_tests::repo_file(&format!("sample-agents/{name}/policy.toml")).display().to_string();
+    let input = r#"{"text":"the cat and the hat"}"#;
+    let want = r#"{"summary":"5 words on 1 line(s); most frequent: the (2), and (1), cat (1)"}"#;
+
+    // Alone, the call finds no callee, and the error says how to give it one.
+    let out = chimera(&["run", artifacts::TEXT_REPORT, "--policy", &policy("text-report"), "--input", input], d);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no agent `word-count` runs on this host") && stderr.contains("--agent word-count="),
+        "{stderr}"
+    );
+
+    // --agent NAME=WASM:POLICY loads the callee beside it.
+    let callee = format!("word-count={}:{}", artifacts::WORD_COUNT, policy("word-count"));
+    let args =
+        ["run", artifacts::TEXT_REPORT, "--policy", &policy("text-report"), "--agent", &callee, "--input", input];
+    let out = chimera(&args, d);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), want);
+
+    // --config loads every agent of a serve config; the positional names the one to run.
+    let config = d.join("chimera.toml");
+    let entries = [("text-report", artifacts::TEXT_REPORT), ("word-count", artifacts::WORD_COUNT)]
+        .map(|(name, wasm)| chimera_tests::agent_entry(name, wasm, &policy(name), 1))
+        .concat();
+    std::fs::write(&config, format!("data_dir = \"data\"\n{entries}")).unwrap();
+    let out = chimera(&["run", "--config", config.to_str().unwrap(), "text-report", "--input", input], d);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), want);
+    let out = chimera(&["run", "--config", config.to_str().unwrap(), "nope"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("the config names no agent `nope` (with --config, give the name of one of its agents: text-report, word-count)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A malformed --agent is refused naming the form.
+    let out = chimera(&["run", artifacts::TEXT_REPORT, "--agent", "word-count"], d);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("write NAME=WASM or NAME=WASM:POLICY"), "{}", text(&out.stderr));
+}

@@ -64,7 +64,7 @@ async fn calls_reach_only_allowed_registered_agents_and_respect_the_rate() {
     let r = host.run(&other, r#"{"target":"sleeper"}"#).await;
     assert_eq!(
         r.outcome,
-        Ok(r#"0 children, then CallError::UnknownAgent("no agent `sleeper` runs on this host")"#.to_string())
+        Ok(r#"0 children, then CallError::UnknownAgent("no agent `sleeper` runs on this host (load it beside the caller: `chimera serve` and `chimera run --config` load every agent of the config; `chimera run --agent sleeper=FILE.wasm[:POLICY.toml]` one)")"#.to_string())
     );
 }
 

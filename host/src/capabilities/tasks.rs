@@ -293,7 +293,7 @@ fn lift_call(
         return deny("not-allowed", format!("this agent's policy does not allow calling `{name}`"));
     };
     let Some(callee) = tasks.caller.find(&name) else {
-        return Ok(Err((CallError::UnknownAgent(format!("no agent `{name}` runs on this host")), "unknown-agent")));
+        return Ok(Err((CallError::UnknownAgent(not_here(&name)), "unknown-agent")));
     };
     if !allowed.admits(callee.digest()) {
         return deny(
@@ -385,7 +385,7 @@ impl TasksTask {
         // runs inside this call and is dropped with its caller.
         let chain = CallChain { depth, max_depth: Some(max_depth), deadline };
         let Some(report) = self.caller.call(&callee, input, chain).await else {
-            return Err((CallError::UnknownAgent(format!("no agent `{name}` runs on this host")), "unknown-agent"));
+            return Err((CallError::UnknownAgent(not_here(&name)), "unknown-agent"));
         };
         drop(slot);
         self.task.log.adopt(&name, report.logs);
@@ -396,4 +396,12 @@ impl TasksTask {
         });
         report.outcome.map_err(|e| (CallError::Failed(format!("`{name}` failed: {e}")), "child-failed"))
     }
+}
+
+/// Why a call to `name` found no callee, and how to give it one.
+fn not_here(name: &str) -> String {
+    format!(
+        "no agent `{name}` runs on this host (load it beside the caller: `chimera serve` and \
+         `chimera run --config` load every agent of the config; `chimera run --agent {name}=FILE.wasm[:POLICY.toml]` one)"
+    )
 }

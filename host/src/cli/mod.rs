@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod audit;
 mod client;
+mod run;
 
 #[derive(Parser)]
 #[command(
@@ -38,12 +39,20 @@ enum Command {
     ///
     /// Exit status: 0 on success, 1 if the task failed, 2 if the agent could not be loaded.
     Run {
-        /// The agent component (.wasm).
+        /// The agent component (.wasm); with --config, the name of one of its agents.
         component: PathBuf,
         /// The agent's policy (TOML). Without it the agent gets no capability
         /// beyond the locked-down WASI baseline and default limits.
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "config")]
         policy: Option<PathBuf>,
+        /// Load every agent of this `chimera serve` config (with its pins,
+        /// data directory and storage), so the one run can call the others.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Another agent the run may call through `tasks`: NAME=WASM or
+        /// NAME=WASM:POLICY (repeatable).
+        #[arg(long = "agent", value_name = "NAME=WASM[:POLICY]", conflicts_with = "config")]
+        agents: Vec<String>,
         /// Task input: literal text, or @FILE to read it from a file, or @- for stdin.
         #[arg(long, short, default_value = "")]
         input: String,
@@ -195,16 +204,15 @@ fn closed_pipe(e: &anyhow::Error) -> bool {
 fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<ExitCode> {
     let registry = extend(Host::builder(HostConfig::default())).registry();
     match cli.command {
-        Command::Run { component, policy, input, json, data_dir, quiet } => {
-            let policy = load_policy(policy.as_deref(), &registry)?;
+        Command::Run { component, policy, config, agents, input, json, data_dir, quiet } => {
             let input = read_input(&input)?;
-            let mut config = host_config(&policy);
-            if let Some(dir) = data_dir {
-                config.data_dir = dir;
-            }
-            let host = extend(Host::builder(config)).build()?;
-            let agent = host.load_file(&component, policy)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            // A networked KV store connects from inside a runtime.
+            let _in_runtime = runtime.enter();
+            let (host, agent) = match config {
+                Some(config) => run::from_config(&config, &component, data_dir, extend)?,
+                None => run::with_callees(&component, policy.as_deref(), &agents, data_dir, &registry, extend)?,
+            };
             let report = runtime.block_on(host.run(&agent, &input));
             print_report(&report, json, quiet)
         }
