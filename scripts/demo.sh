@@ -15,6 +15,13 @@ agents=target/guests/wasm32-wasip2/release
 export CHIMERA_DATA_DIR=target/demo-data
 rm -rf "$CHIMERA_DATA_DIR"
 
+# Runs a command and says how long it took (a cold load against a cached one).
+timed() {
+  local start=$(date +%s%N) status=0
+  "$@" || status=$?
+  echo "(took $(( ($(date +%s%N) - start) / 1000000 )) ms)"
+  return $status
+}
 step() { printf '\n\033[1m==> %s\033[0m\n$ %s\n' "$1" "${*:2}"; "${@:2}" || echo "(exit status $?)"; }
 
 step "echo: transform text (granted: logging)" \
@@ -38,6 +45,9 @@ if command -v python3 >/dev/null 2>&1; then
 fi
 step "http-fetch: a URL outside its policy is denied by the host" \
   $chimera run $agents/http_fetch.wasm --policy sample-agents/http-fetch/policy.toml --input '{"url":"http://169.254.169.254/latest/meta-data/"}'
+printf '[capabilities.logging]\n\n[[capabilities.outbound_http.allow]]\nurl = "http://localhost:8787/"\nmethods = ["GET"]\n' > target/demo-dns.toml
+step "http-fetch: a rule for localhost without allow_private: the name resolves to loopback, so the host refuses after DNS" \
+  $chimera run $agents/http_fetch.wasm --policy target/demo-dns.toml --input '{"url":"http://localhost:8787/index.txt"}'
 step "http-fetch without a policy: refused at load, naming the import" \
   $chimera run $agents/http_fetch.wasm --input '{"url":"http://127.0.0.1:8787/"}'
 step "audit: an agent that reads /etc/passwd imports wasi:filesystem and is refused before it runs" \
@@ -62,13 +72,31 @@ scripted=target/guests/scripted
 mkdir -p $scripted
 scripts/build-agent.sh sample-agents/kv-counter-py/app.py $scripted/kv-counter-py.wasm >/dev/null
 scripts/build-agent.sh sample-agents/kv-counter-js/app.js $scripted/kv-counter-js.wasm >/dev/null
+rm -rf "$CHIMERA_DATA_DIR/compiled"
 step "Python: the first load compiles the 18 MB component (seconds) and caches it" \
-  $chimera run $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml --input '{"key":"visits"}'
+  timed $chimera run $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml --input '{"key":"visits"}'
 step "Python, second run: loaded from the compiled-component cache; the count persisted" \
-  $chimera run $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml --input '{"key":"visits"}'
+  timed $chimera run $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml --input '{"key":"visits"}'
 step "Python under the default policy: refused, naming each filesystem and socket import" \
   $chimera audit $scripted/kv-counter-py.wasm
 step "Python under its policy: those imports inert (linked, nothing behind them)" \
   $chimera audit $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml
 step "JavaScript: imports only logging and kv" \
   $chimera run $scripted/kv-counter-js.wasm --policy sample-agents/kv-counter-js/policy.toml --input '{"key":"visits","by":2}'
+
+echo
+echo "==> chimera serve: the daemon runs the agents of chimera.toml; chimera submit sends tasks"
+port=7979
+$chimera serve --config chimera.toml --listen 127.0.0.1:$port 2>target/demo-serve.log &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true; kill $server_pid 2>/dev/null || true' EXIT
+for _ in $(seq 600); do
+  python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=1)" 2>/dev/null && break
+  sleep 0.1
+done
+step "submit: text-report, which calls word-count, and wait for the result" \
+  $chimera submit --server http://127.0.0.1:$port -a text-report -i '{"text":"to be or not to be"}' --wait
+step "submit at high priority" \
+  $chimera submit --server http://127.0.0.1:$port -a echo -i '{"text":"served","op":"upper"}' --priority high --wait
+kill -TERM $serve_pid 2>/dev/null && wait $serve_pid 2>/dev/null || true
+echo "(the daemon's log: target/demo-serve.log)"
