@@ -6,9 +6,11 @@
 #
 # The source names its WIT world (from wit/) in a comment line such as
 # `# world: kv-agent` or `// world: kv-agent`. Python is built with
-# componentize-py, JavaScript with ComponentizeJS with every WASI feature
-# disabled (so the component imports only its world's interfaces). Both
-# toolchains are installed into toolchains/ by scripts/setup.sh.
+# componentize-py, JavaScript with ComponentizeJS with its clocks, randomness
+# and stdio on (Date.now, Math.random, crypto.getRandomValues and console.log
+# work; the host coarsens the clocks and captures stdout/stderr into the task
+# log) and its HTTP features off. Both toolchains are installed into
+# toolchains/ by scripts/setup.sh.
 set -euo pipefail
 if [ $# -ne 2 ]; then
   echo "usage: $0 SOURCE.py|SOURCE.js OUTPUT.wasm" >&2
@@ -36,7 +38,7 @@ case "$source" in
   *.js | *.mjs)
     cli=$root/toolchains/node_modules/@bytecodealliance/componentize-js/src/cli.js
     [ -f "$cli" ] || missing ComponentizeJS
-    exec node "$cli" "$source" -w "$root/wit" -n "$world" -o "$output" -d stdio random clocks http fetch-event
+    exec node "$cli" "$source" -w "$root/wit" -n "$world" -o "$output" -d http fetch-event
     ;;
   *)
     echo "$source: expected a .py or .js file" >&2

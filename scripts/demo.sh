@@ -81,7 +81,7 @@ step "Python under the default policy: refused, naming each filesystem and socke
   $chimera audit $scripted/kv-counter-py.wasm
 step "Python under its policy: those imports inert (linked, nothing behind them)" \
   $chimera audit $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml
-step "JavaScript: imports only logging and kv" \
+step "JavaScript: logging, kv and the WASI baseline (its clocks, randomness and console work)" \
   $chimera run $scripted/kv-counter-js.wasm --policy sample-agents/kv-counter-js/policy.toml --input '{"key":"visits","by":2}'
 
 echo

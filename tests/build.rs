@@ -134,6 +134,7 @@ fn main() {
         ("attack-components/python/py_escape.py", "py-escape"),
         ("sample-agents/kv-counter-js/app.js", "kv-counter-js"),
         ("attack-components/js/js_spin.js", "js-spin"),
+        ("attack-components/js/js_runtime.js", "js-runtime"),
     ];
     let scripted_dir = target_dir.join("scripted");
     std::fs::create_dir_all(&scripted_dir).unwrap();

@@ -1,6 +1,8 @@
-//! JavaScript agents built by ComponentizeJS run unchanged: with every WASI
-//! feature disabled they import only their world's interfaces, and the
-//! usual limits stop a busy loop and a runaway allocation.
+//! JavaScript agents built by ComponentizeJS run unchanged: they import
+//! their world's interfaces plus the WASI baseline (clocks, randomness,
+//! stdio; the engine's filesystem import linked inert), their clocks,
+//! randomness and console work, and the usual limits stop a busy loop and a
+//! runaway allocation.
 
 use chimera_host::{Policy, TaskError, Verdict};
 use chimera_tests::{
@@ -12,17 +14,21 @@ fn sample_policy() -> Policy {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn js_kv_counter_imports_only_its_capabilities_and_counts() {
+async fn js_kv_counter_imports_its_capabilities_and_the_wasi_baseline_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_sharing_compiled(dir.path());
     let agent = load_serially(&host, "kv-counter-js", artifacts::KV_COUNTER_JS, sample_policy()).unwrap();
 
     let audit = host.audit("kv-counter-js", &component(artifacts::KV_COUNTER_JS), &sample_policy()).unwrap();
     let imports: Vec<(&str, Verdict)> = audit.imports.iter().map(|d| (d.import.as_str(), d.verdict)).collect();
-    assert_eq!(
-        imports,
-        [("chimera:agent/logging@0.1.0", Verdict::Granted), ("chimera:agent/kv@0.1.0", Verdict::Granted)]
-    );
+    let of = |prefix: &str| -> Vec<Verdict> {
+        imports.iter().filter(|(i, _)| i.starts_with(prefix)).map(|(_, v)| *v).collect()
+    };
+    assert_eq!(of("chimera:"), [Verdict::Granted, Verdict::Granted], "{imports:?}");
+    assert_eq!(of("chimera:agent/logging@"), [Verdict::Granted]);
+    assert_eq!(of("chimera:agent/kv@"), [Verdict::Granted]);
+    assert!(!of("wasi:filesystem/").is_empty() && of("wasi:filesystem/").iter().all(|v| *v == Verdict::Inert));
+    assert!(of("wasi:sockets/").is_empty() && of("wasi:http/").is_empty(), "{imports:?}");
     assert!(audit.runnable);
 
     let first = host.run(&agent, r#"{"key":"visits"}"#).await;
@@ -65,12 +71,24 @@ async fn js_busy_loop_and_runaway_allocation_are_stopped_by_their_limits() {
     let dir = tempfile::tempdir().unwrap();
     let host = host_sharing_compiled(dir.path());
 
-    let spinner = load_serially(&host, "js-spin", artifacts::JS_SPIN, policy("[limits]\ncpu_ms = 300\n")).unwrap();
+    let spinner = load_serially(
+        &host,
+        "js-spin",
+        artifacts::JS_SPIN,
+        policy("[wasi]\nfilesystem = \"inert\"\n[limits]\ncpu_ms = 300\n"),
+    )
+    .unwrap();
     let report = run_beside_bystander(&host, &spinner, "spin").await;
     assert_eq!(report.outcome, Err(TaskError::CpuLimit { limit_ms: 300 }));
     assert_counted(&host, "js-spin", "cpu-limit");
 
-    let hog = load_serially(&host, "js-hog", artifacts::JS_SPIN, policy("[limits]\nmemory_mib = 32\n")).unwrap();
+    let hog = load_serially(
+        &host,
+        "js-hog",
+        artifacts::JS_SPIN,
+        policy("[wasi]\nfilesystem = \"inert\"\n[limits]\nmemory_mib = 32\n"),
+    )
+    .unwrap();
     let report = run_beside_bystander(&host, &hog, "hog").await;
     match report.outcome {
         Err(TaskError::MemoryLimit { limit_bytes, requested_bytes }) => {
@@ -82,6 +100,40 @@ async fn js_busy_loop_and_runaway_allocation_are_stopped_by_their_limits() {
     assert_counted(&host, "js-hog", "memory-limit");
 
     // The same component, given a task it can do, still works on this host.
-    let calm = load_serially(&host, "js-calm", artifacts::JS_SPIN, policy("")).unwrap();
+    let calm = load_serially(&host, "js-calm", artifacts::JS_SPIN, policy("[wasi]\nfilesystem = \"inert\"\n")).unwrap();
     assert_eq!(host.run(&calm, "rest").await.outcome, Ok("unknown op rest".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn js_clocks_randomness_and_console_work_and_console_reaches_the_task_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_sharing_compiled(dir.path());
+    let toml = "[wasi]\nfilesystem = \"inert\"\n[capabilities.logging]\n";
+    let agent = load_serially(&host, "js-runtime", artifacts::JS_RUNTIME, policy(toml)).unwrap();
+    let run = |input: &'static str| {
+        let (host, agent) = (&host, &agent);
+        async move {
+            let report = host.run(agent, input).await;
+            let out: serde_json::Value =
+                serde_json::from_str(report.outcome.as_deref().expect("the task succeeds")).unwrap();
+            (out, report.logs)
+        }
+    };
+    let host_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let before = host_now();
+    let (first, logs) = run("one").await;
+    let (second, _) = run("two").await;
+    let after = host_now();
+    // The clock is the host's (coarsened to 1 ms), not the build's.
+    let now = |v: &serde_json::Value| v["now"].as_i64().unwrap();
+    assert!(before - 1 <= now(&first) && now(&first) <= now(&second) && now(&second) <= after + 1, "{first} {second}");
+    // Randomness differs between runs.
+    assert_ne!(first["random"], second["random"]);
+    assert_ne!(first["bytes"], second["bytes"]);
+    assert!(first["bytes"].as_array().unwrap().iter().any(|b| b != 0));
+    // console.log and console.error reach the task log, beside the logging interface.
+    let lines: Vec<(&str, &str)> = logs.iter().map(|l| (l.level, l.message.as_str())).collect();
+    assert!(lines.contains(&("info", "console.log: one")), "{lines:?}");
+    assert!(lines.contains(&("warn", "console.error: to the log as a warning")), "{lines:?}");
+    assert!(lines.contains(&("info", "logging interface still works")), "{lines:?}");
 }
