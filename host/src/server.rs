@@ -81,6 +81,13 @@ pub struct SchedulerSection {
     /// How long finished tasks are kept.
     #[serde(default)]
     pub retain_finished: RetainSection,
+    /// With `[storage] backend = "redis"`: how long a node that stopped
+    /// renewing its leases keeps its tasks before another node runs them
+    /// again. Default 10000.
+    pub lease_ms: Option<u64>,
+    /// With `[storage] backend = "redis"`: this node's name in leases and
+    /// attempts. Default: host name, process id and a random suffix.
+    pub node: Option<String>,
 }
 
 /// `[scheduler.retain_finished]`: finished tasks are deleted once older
@@ -221,6 +228,16 @@ impl ServeConfig {
             retry_base: s.retry_base_ms.map_or(d.retry_base, Duration::from_millis),
             retry_max: s.retry_max_ms.map_or(d.retry_max, Duration::from_millis),
             max_attempts: s.max_attempts.unwrap_or(d.max_attempts),
+            // On Redis the queue is shared too: every node on it is one cluster.
+            #[cfg(feature = "redis")]
+            cluster: match self.storage_backend() {
+                Ok(StorageBackend::Redis(redis)) => Some(crate::scheduler::ClusterConfig {
+                    redis,
+                    lease: s.lease_ms.map_or(Duration::from_secs(10), Duration::from_millis),
+                    node: s.node.clone(),
+                }),
+                _ => None,
+            },
             ..d
         }
     }
@@ -582,7 +599,7 @@ async fn submit(State(api): Api, who: Who, body: Result<Json<Submission>, JsonRe
                 SubmitError::UnknownAgent(_) => StatusCode::NOT_FOUND,
                 SubmitError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 SubmitError::BadAttempts(_) | SubmitError::BadDeadline(_) => StatusCode::BAD_REQUEST,
-                SubmitError::IdempotencyConflict { .. } => StatusCode::CONFLICT,
+                SubmitError::IdempotencyConflict { .. } | SubmitError::AgentMismatch(_) => StatusCode::CONFLICT,
                 SubmitError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
                 // The journal cannot be written (a full disk...): worth retrying.
                 SubmitError::ShuttingDown | SubmitError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -78,9 +78,53 @@ impl SchedulerMetrics {
         }
     }
 
+    /// The depth of each priority level (critical first), as Redis counts
+    /// them over the whole shared queue.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub fn set_depths(&self, depths: &[u64]) {
+        for (p, depth) in Priority::ALL.into_iter().zip(depths) {
+            self.queue_depth.get_or_create(&PriorityLabel { priority: p.name().into() }).set(*depth as i64);
+        }
+    }
+
     pub fn set_queue_depth(&self, queue: &ReadyQueue) {
         for p in Priority::ALL {
             self.queue_depth.get_or_create(&PriorityLabel { priority: p.name().into() }).set(queue.len_at(p) as i64);
         }
+    }
+}
+
+/// Queue-wide gauges of a queue shared over Redis (each node exports them).
+#[cfg(feature = "redis")]
+pub(crate) struct ClusterMetrics {
+    delayed: Gauge,
+    running: Gauge,
+    nodes: Gauge,
+    held: Gauge,
+}
+
+#[cfg(feature = "redis")]
+impl ClusterMetrics {
+    pub fn register(metrics: &Metrics) -> ClusterMetrics {
+        let m = ClusterMetrics {
+            delayed: Gauge::default(),
+            running: Gauge::default(),
+            nodes: Gauge::default(),
+            held: Gauge::default(),
+        };
+        metrics.with_registry(|r| {
+            r.register("scheduler_cluster_delayed", "Tasks waiting out a retry delay, queue-wide", m.delayed.clone());
+            r.register("scheduler_cluster_running", "Tasks held by nodes, queue-wide", m.running.clone());
+            r.register("scheduler_cluster_nodes", "Nodes that renewed their leases lately", m.nodes.clone());
+            r.register("scheduler_node_held", "Tasks this node holds (taken or running)", m.held.clone());
+        });
+        m
+    }
+
+    pub fn set(&self, delayed: u64, running: u64, nodes: u64, held: usize) {
+        self.held.set(held as i64);
+        self.delayed.set(delayed as i64);
+        self.running.set(running as i64);
+        self.nodes.set(nodes as i64);
     }
 }

@@ -10,6 +10,8 @@
 //! journal when a task starts, outputs go straight to it); finished tasks
 //! are kept in the journal as long as [`Retention`] says.
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod idempotency;
 mod journal;
 mod metrics;
@@ -17,6 +19,8 @@ mod queue;
 mod store;
 mod task;
 
+#[cfg(feature = "redis")]
+pub use cluster::ClusterConfig;
 pub use journal::{JournalError, RedbTaskStore};
 pub use queue::{Priority, Queued, ReadyQueue};
 pub use store::{Recovered, Retention, TaskStore};
@@ -67,6 +71,10 @@ pub struct SchedulerConfig {
     pub runtime: Option<tokio::runtime::Handle>,
     /// Where tasks are kept; `journal.redb` in the host's data directory when unset.
     pub task_store: Option<Arc<dyn TaskStore>>,
+    /// A queue shared with other nodes on Redis instead of this process's
+    /// own (`task_store` is then unused: the tasks are kept in Redis).
+    #[cfg(feature = "redis")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl std::fmt::Debug for SchedulerConfig {
@@ -98,6 +106,8 @@ impl Default for SchedulerConfig {
             retention: Retention::default(),
             runtime: None,
             task_store: None,
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
     }
 }
@@ -184,6 +194,9 @@ pub enum SubmitError {
     IdempotencyConflict { key: String, id: TaskId },
     #[error("the scheduler is shutting down")]
     ShuttingDown,
+    /// This node's component for the agent is not the one the cluster runs.
+    #[error("{0}")]
+    AgentMismatch(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -242,7 +255,152 @@ struct Shared {
 /// The scheduler. Cheap to clone; all clones share one queue.
 #[derive(Clone)]
 pub struct Scheduler {
-    shared: Arc<Shared>,
+    inner: Inner,
+}
+
+/// Where the queue is: in this process, or on Redis shared with other nodes.
+#[derive(Clone)]
+enum Inner {
+    Local(Arc<Shared>),
+    #[cfg(feature = "redis")]
+    Cluster(Arc<cluster::Cluster>),
+}
+
+/// A submission that passed the checks every scheduler makes, ready to queue.
+struct Accepted {
+    state: TaskState,
+    input: Arc<str>,
+    /// Its idempotency key (scoped to its owner), if it has one.
+    idempotency: Option<IdempotencyEntry>,
+}
+
+/// Checks a submission against the agents and settings, and makes its task.
+fn accept(agents: &Agents, config: &SchedulerConfig, submission: Submission) -> Result<Accepted, SubmitError> {
+    let limit = match agents.get(&submission.agent) {
+        Some(entry) => entry.agent.policy().limits.max_input_bytes,
+        None => return Err(SubmitError::UnknownAgent(submission.agent)),
+    };
+    if submission.input.len() as u64 > limit {
+        return Err(SubmitError::InputTooLarge { agent: submission.agent, size: submission.input.len() as u64, limit });
+    }
+    let max_attempts = submission.max_attempts.unwrap_or(config.max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(SubmitError::BadAttempts(max_attempts));
+    }
+    let submitted_ms = now_ms();
+    let deadline_ms = match submission.deadline_ms {
+        Some(d) => Some(submitted_ms.checked_add(d).ok_or(SubmitError::BadDeadline(d))?),
+        None => None,
+    };
+    let input: Arc<str> = submission.input.into();
+    let id = TaskId::generate();
+    // Each owner's keys are apart (length-prefixed: no two owners' keys meet).
+    let idempotency = submission.idempotency_key.as_ref().map(|key| IdempotencyEntry {
+        key: match &submission.owner {
+            Some(owner) => format!("{}:{owner}:{key}", owner.len()),
+            None => key.clone(),
+        },
+        id,
+        digest: Idempotency::digest(&submission.agent, &input),
+        expires_ms: submitted_ms.saturating_add(config.idempotency_ttl.as_millis() as u64),
+    });
+    let state = TaskState {
+        id,
+        agent: submission.agent,
+        priority: submission.priority,
+        status: TaskStatus::Pending,
+        submitted_ms,
+        deadline_ms,
+        idempotency_key: submission.idempotency_key,
+        owner: submission.owner,
+        max_attempts,
+        attempts: Vec::new(),
+        error: None,
+        finished_ms: None,
+    };
+    Ok(Accepted { state, input, idempotency })
+}
+
+/// Closes a task's last attempt with a run's outcome and gives the task
+/// its next status: final, or pending with the delay before its retry
+/// (transient failures only, while attempts are left). Returns the output
+/// and that delay.
+fn settle(
+    task: &mut TaskState,
+    outcome: Result<String, TaskError>,
+    usage: crate::usage::ResourceUsage,
+    backoff: impl FnOnce(u32) -> Duration,
+) -> (Option<Arc<str>>, Option<Duration>) {
+    let now = now_ms();
+    let attempts = task.attempts.len() as u32;
+    let attempt = task.attempts.last_mut().expect("a running task has an attempt");
+    attempt.finished_ms = Some(now);
+    attempt.usage = Some(usage);
+    attempt.error = outcome.as_ref().err().cloned();
+    let (mut output, mut retry_after) = (None, None);
+    match outcome {
+        Ok(out) => {
+            task.status = TaskStatus::Completed;
+            output = Some(Arc::<str>::from(out));
+            task.error = None;
+        }
+        Err(e) => {
+            task.status = match &e {
+                TaskError::Cancelled => TaskStatus::Cancelled,
+                TaskError::DeadlineExceeded => TaskStatus::TimedOut,
+                // Limit hits, traps and denials are never retried.
+                e if !e.is_retryable() => TaskStatus::Failed,
+                _ if attempts >= task.max_attempts => TaskStatus::DeadLettered,
+                _ => {
+                    retry_after = Some(backoff(attempts));
+                    TaskStatus::Pending
+                }
+            };
+            task.error = Some(e);
+        }
+    }
+    if task.status.is_final() {
+        task.finished_ms = Some(now);
+    }
+    (output, retry_after)
+}
+
+/// Exponential backoff with ±50% jitter: base × 2^(attempt−1), capped.
+fn backoff(config: &SchedulerConfig, attempt: u32) -> Duration {
+    let exp = config.retry_base.saturating_mul(1u32 << (attempt - 1).min(20));
+    let capped = exp.min(config.retry_max);
+    capped.mul_f64(rand::rng().random_range(0.5..=1.5))
+}
+
+/// What replacing `old` by `agents` changes, and the agents to run: an
+/// unchanged one stays as it is (its slots, and so its cap, hold across
+/// the reload).
+fn diff_agents(old: &Agents, agents: Vec<AgentEntry>) -> (AgentChanges, Vec<AgentEntry>) {
+    let mut changes = AgentChanges::default();
+    let mut next = Vec::with_capacity(agents.len());
+    for entry in agents {
+        let name = entry.agent.name().to_string();
+        match old.get(&name) {
+            None => changes.added.push(name),
+            Some(was)
+                if was.agent.digest() == entry.agent.digest()
+                    && was.max_concurrency == entry.max_concurrency
+                    && serde_json::to_value(was.agent.policy()).ok()
+                        == serde_json::to_value(entry.agent.policy()).ok() =>
+            {
+                changes.unchanged.push(name);
+                next.push(was.clone());
+                continue;
+            }
+            Some(_) => changes.changed.push(name),
+        }
+        next.push(entry);
+    }
+    changes.removed = old.keys().filter(|n| !next.iter().any(|e| e.agent.name() == n.as_str())).cloned().collect();
+    for list in [&mut changes.added, &mut changes.removed, &mut changes.changed, &mut changes.unchanged] {
+        list.sort();
+    }
+    (changes, next)
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -255,13 +413,201 @@ fn staged(state: &TaskState, output: Option<Arc<str>>) -> Change {
 }
 
 impl Scheduler {
-    /// Opens the task store (`journal.redb` in the host's data directory
-    /// unless the config names one), recovers every task that had not
-    /// finished (a task that was running at a crash runs again, its cut-off
-    /// attempt marked interrupted), and starts the workers. Must be called
-    /// inside a tokio runtime.
+    /// Starts the scheduler. With `config.cluster` set, the queue is the
+    /// one on Redis that every node configured with it shares (see
+    /// [`ClusterConfig`]). Otherwise it opens the task store
+    /// (`journal.redb` in the host's data directory unless the config names
+    /// one), recovers every task that had not finished (a task that was
+    /// running at a crash runs again, its cut-off attempt marked
+    /// interrupted), and starts the workers. Must be called inside a tokio
+    /// runtime.
     pub fn start(host: Arc<Host>, agents: Vec<AgentEntry>, config: SchedulerConfig) -> Result<Scheduler, JournalError> {
         config.validate().map_err(JournalError::new)?;
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = config.cluster.clone() {
+            let cluster = cluster::Cluster::open(host, agents, config, &cluster)?;
+            return Ok(Scheduler { inner: Inner::Cluster(cluster) });
+        }
+        Ok(Scheduler { inner: Inner::Local(Shared::open(host, agents, config)?) })
+    }
+
+    /// Accepts a task: validates it, writes it to the journal, then queues it.
+    pub async fn submit(&self, submission: Submission) -> Result<TaskId, SubmitError> {
+        match &self.inner {
+            Inner::Local(s) => s.clone().submit(submission).await,
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.submit(submission).await,
+        }
+    }
+
+    /// The log lines of each of the task's finished attempts, as committed.
+    pub async fn logs(&self, id: TaskId) -> Result<Vec<serde_json::Value>, JournalError> {
+        match &self.inner {
+            Inner::Local(s) => s.journal.logs(id).await,
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.logs(id).await,
+        }
+    }
+
+    /// A page of tasks (newest first) as committed, as `query` filters them.
+    pub async fn list(&self, query: TaskQuery) -> Result<TaskPage, JournalError> {
+        match &self.inner {
+            Inner::Local(s) => s.journal.list(query).await,
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.list(query).await,
+        }
+    }
+
+    /// The task's record as committed, if it exists (finished tasks are
+    /// kept as long as the retention settings say).
+    pub async fn status(&self, id: TaskId) -> Result<Option<TaskRecord>, JournalError> {
+        match &self.inner {
+            Inner::Local(s) => s.journal.get(id).await,
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.status(id).await,
+        }
+    }
+
+    /// Waits until the task reaches a final state and returns its record
+    /// (`None` if there is no such task, or the scheduler stopped first).
+    /// Final states reported here are already in the journal.
+    pub async fn wait(&self, id: TaskId) -> Option<TaskRecord> {
+        match &self.inner {
+            Inner::Local(s) => s.wait(id).await,
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.wait(id).await,
+        }
+    }
+
+    /// Cancels a task: a queued one never runs; a running one is interrupted
+    /// at its next epoch check and its instance thrown away (on a cluster,
+    /// by the node running it, at its next lease renewal).
+    pub async fn cancel(&self, id: TaskId) -> Result<TaskStatus, CancelError> {
+        match &self.inner {
+            Inner::Local(s) => s.clone().cancel(id).await,
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.cancel(id).await,
+        }
+    }
+
+    /// The agents this scheduler runs now.
+    pub fn agents(&self) -> Vec<AgentEntry> {
+        match &self.inner {
+            Inner::Local(s) => s.agents_now().values().cloned().collect(),
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.agents(),
+        }
+    }
+
+    /// Runs `agents` from now on instead of the current ones: new tasks
+    /// (and calls from other agents) get the new agents and their
+    /// policies; tasks running finish with the agent they started with;
+    /// queued tasks of an agent no longer there fail when their turn comes.
+    pub fn replace_agents(&self, agents: Vec<AgentEntry>) -> AgentChanges {
+        match &self.inner {
+            Inner::Local(s) => s.replace_agents(agents),
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.replace_agents(agents),
+        }
+    }
+
+    /// Tasks waiting now, over all priorities (on a cluster: over the
+    /// whole queue, as this node's last housekeeping saw, retries included).
+    pub fn queued(&self) -> usize {
+        match &self.inner {
+            Inner::Local(s) => s.state.lock().unwrap().queue.len(),
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.queued(),
+        }
+    }
+
+    /// Tasks in memory now: unfinished, or finished with their final state
+    /// still being committed (on a cluster: the tasks this node holds).
+    pub fn live(&self) -> usize {
+        match &self.inner {
+            Inner::Local(s) => s.state.lock().unwrap().live.len(),
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.live(),
+        }
+    }
+
+    /// Whether [`Scheduler::shutdown`] has been called.
+    pub fn stopping(&self) -> bool {
+        match &self.inner {
+            Inner::Local(s) => s.stop.is_cancelled(),
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.stopping(),
+        }
+    }
+
+    /// Whether the task store writes now (the last error if not).
+    pub fn storage_health(&self) -> Result<(), JournalError> {
+        match &self.inner {
+            Inner::Local(s) => s.journal.health(),
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.storage_health(),
+        }
+    }
+
+    /// Stops taking tasks from the queue and waits up to `grace` for running
+    /// tasks to finish (returning as soon as they have). Queued tasks stay
+    /// in the journal for the next start; tasks still running after
+    /// `grace` run again then.
+    pub async fn shutdown(&self, grace: Duration) {
+        match &self.inner {
+            Inner::Local(s) => s.shutdown(grace).await,
+            #[cfg(feature = "redis")]
+            Inner::Cluster(c) => c.shutdown(grace).await,
+        }
+    }
+}
+
+/// What a task popped off the queue gets.
+enum Claim {
+    /// A slot of its agent: it may start.
+    Slot(Claimed),
+    /// Its final state (its deadline passed, its agent is gone), to commit.
+    Ended(Box<Change>),
+    /// Nothing: its agent's slots were taken meanwhile; it is queued again.
+    Busy,
+}
+
+struct Claimed {
+    priority: Priority,
+    queued: Queued,
+    agent: Arc<Agent>,
+    slot: crate::concurrency::Slot,
+}
+
+/// A task taken off the queue to run.
+struct Job {
+    id: TaskId,
+    agent: Arc<Agent>,
+    input: Arc<str>,
+    deadline_ms: Option<u64>,
+    cancel: CancellationToken,
+    waited: Duration,
+    attempt: usize,
+    /// The agent's running slot, freed when the run ends.
+    slot: crate::concurrency::Slot,
+}
+
+/// The agents by name, each with its cap set, waking the workers when a
+/// slot frees, and registered with the host (callable by other agents).
+fn enlist(host: &Host, wake: &Arc<Notify>, agents: Vec<AgentEntry>) -> HashMap<String, AgentEntry> {
+    for entry in &agents {
+        // One cap for the agent, whether the scheduler or a calling agent starts it.
+        entry.agent.set_max_concurrency(entry.max_concurrency);
+        entry.agent.slots.on_free(wake.clone());
+        host.register(entry.agent.clone());
+    }
+    agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect()
+}
+
+impl Shared {
+    /// The local scheduler: recovers the journal's unfinished tasks and
+    /// starts the workers.
+    fn open(host: Arc<Host>, agents: Vec<AgentEntry>, config: SchedulerConfig) -> Result<Arc<Shared>, JournalError> {
         let journal: Arc<dyn TaskStore> = match &config.task_store {
             Some(store) => store.clone(),
             None => Arc::new(RedbTaskStore::open(&host.config().data_dir.join("journal.redb"), config.retention)?),
@@ -326,115 +672,49 @@ impl Scheduler {
         if !recovered.is_empty() {
             tracing::info!(tasks = recovered.len(), "recovered unfinished tasks from the journal");
         }
-        Ok(Scheduler { shared })
+        Ok(shared)
     }
 
-    /// Accepts a task: validates it, writes it to the journal, then queues it.
-    pub async fn submit(&self, submission: Submission) -> Result<TaskId, SubmitError> {
-        let s = &self.shared;
-        if s.stop.is_cancelled() {
+    async fn submit(self: Arc<Self>, submission: Submission) -> Result<TaskId, SubmitError> {
+        if self.stop.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        let limit = match s.agents_now().get(&submission.agent) {
-            Some(entry) => entry.agent.policy().limits.max_input_bytes,
-            None => return Err(SubmitError::UnknownAgent(submission.agent)),
-        };
-        if submission.input.len() as u64 > limit {
-            return Err(SubmitError::InputTooLarge {
-                agent: submission.agent,
-                size: submission.input.len() as u64,
-                limit,
-            });
-        }
-        let max_attempts = submission.max_attempts.unwrap_or(s.config.max_attempts);
-        if !(1..=100).contains(&max_attempts) {
-            return Err(SubmitError::BadAttempts(max_attempts));
-        }
-        let submitted_ms = now_ms();
-        let deadline_ms = match submission.deadline_ms {
-            Some(d) => Some(submitted_ms.checked_add(d).ok_or(SubmitError::BadDeadline(d))?),
-            None => None,
-        };
-        let input: Arc<str> = submission.input.into();
-        let change = {
-            let mut st = s.state.lock().unwrap();
-            // Each owner's keys are apart (length-prefixed: no two owners' keys meet).
-            let scoped = submission.idempotency_key.as_ref().map(|key| match &submission.owner {
-                Some(owner) => format!("{}:{owner}:{key}", owner.len()),
-                None => key.clone(),
-            });
-            if let (Some(key), Some(scoped)) = (&submission.idempotency_key, &scoped) {
-                match st.idempotency.reuse(scoped, &submission.agent, &input, submitted_ms) {
+        let Accepted { state, input, idempotency } = accept(&self.agents_now(), &self.config, submission)?;
+        {
+            let mut st = self.state.lock().unwrap();
+            if let Some(entry) = &idempotency {
+                match st.idempotency.reuse(&entry.key, &state.agent, &input, state.submitted_ms) {
                     Reuse::Same(id) => return Ok(id),
-                    Reuse::Conflict(id) => return Err(SubmitError::IdempotencyConflict { key: key.clone(), id }),
+                    Reuse::Conflict(id) => {
+                        let key = state.idempotency_key.clone().unwrap_or_default();
+                        return Err(SubmitError::IdempotencyConflict { key, id });
+                    }
                     Reuse::Free => {}
                 }
             }
-            if st.queue.len() + st.retrying >= s.config.max_queued {
-                s.metrics.rejected.inc();
-                return Err(SubmitError::QueueFull { capacity: s.config.max_queued });
+            if st.queue.len() + st.retrying >= self.config.max_queued {
+                self.metrics.rejected.inc();
+                return Err(SubmitError::QueueFull { capacity: self.config.max_queued });
             }
-            let id = TaskId::generate();
-            let idempotency = scoped.map(|key| {
-                let entry = IdempotencyEntry {
-                    key,
-                    id,
-                    digest: Idempotency::digest(&submission.agent, &input),
-                    expires_ms: submitted_ms.saturating_add(s.config.idempotency_ttl.as_millis() as u64),
-                };
+            if let Some(entry) = &idempotency {
                 st.idempotency.insert(entry.clone());
-                entry
-            });
+            }
             // Reserve the queue room now; the task becomes visible once it is durable.
             st.retrying += 1;
-            let state = TaskState {
-                id,
-                agent: submission.agent,
-                priority: submission.priority,
-                status: TaskStatus::Pending,
-                submitted_ms,
-                deadline_ms,
-                idempotency_key: submission.idempotency_key,
-                owner: submission.owner,
-                max_attempts,
-                attempts: Vec::new(),
-                error: None,
-                finished_ms: None,
-            };
-            Change { state, input: Some(input), output: None, idempotency, logs: None }
-        };
+        }
+        let change = Change { state, input: Some(input), output: None, idempotency, logs: None };
         // The durable step runs on a task of its own: a caller that goes
         // away (a client hanging up mid-submit) cannot leave the reserved
         // room and idempotency key behind.
-        let shared = self.shared.clone();
-        match tokio::spawn(async move { shared.admit(change).await }).await {
+        match tokio::spawn(async move { self.admit(change).await }).await {
             Ok(result) => result,
             Err(e) => Err(SubmitError::Journal(JournalError::new(format!("the submission was lost: {e}")))),
         }
     }
 
-    /// The log lines of each of the task's finished attempts, as committed.
-    pub async fn logs(&self, id: TaskId) -> Result<Vec<serde_json::Value>, JournalError> {
-        self.shared.journal.logs(id).await
-    }
-
-    /// A page of tasks (newest first) as committed, as `query` filters them.
-    pub async fn list(&self, query: TaskQuery) -> Result<TaskPage, JournalError> {
-        self.shared.journal.list(query).await
-    }
-
-    /// The task's record as committed, if it exists (finished tasks are
-    /// kept as long as the retention settings say).
-    pub async fn status(&self, id: TaskId) -> Result<Option<TaskRecord>, JournalError> {
-        self.shared.journal.get(id).await
-    }
-
-    /// Waits until the task reaches a final state and returns its record
-    /// (`None` if there is no such task, or the scheduler stopped first).
-    /// Final states reported here are already in the journal.
-    pub async fn wait(&self, id: TaskId) -> Option<TaskRecord> {
+    async fn wait(&self, id: TaskId) -> Option<TaskRecord> {
         let done = {
-            let mut st = self.shared.state.lock().unwrap();
+            let mut st = self.state.lock().unwrap();
             if !st.live.contains_key(&id) {
                 None
             } else {
@@ -446,15 +726,12 @@ impl Scheduler {
         if let Some(done) = done {
             done.await.ok()?;
         }
-        self.shared.journal.get(id).await.ok().flatten().filter(|r| r.state.status.is_final())
+        self.journal.get(id).await.ok().flatten().filter(|r| r.state.status.is_final())
     }
 
-    /// Cancels a task: a queued one never runs; a running one is interrupted
-    /// at its next epoch check and its instance thrown away.
-    pub async fn cancel(&self, id: TaskId) -> Result<TaskStatus, CancelError> {
-        let s = &self.shared;
+    async fn cancel(self: Arc<Self>, id: TaskId) -> Result<TaskStatus, CancelError> {
         let staged = {
-            let mut guard = s.state.lock().unwrap();
+            let mut guard = self.state.lock().unwrap();
             let st = &mut *guard;
             match st.live.get_mut(&id) {
                 None => None,
@@ -467,7 +744,7 @@ impl Scheduler {
                 }
                 Some(task) => {
                     if st.queue.remove(id) {
-                        s.metrics.set_queue_depth(&st.queue);
+                        self.metrics.set_queue_depth(&st.queue);
                     }
                     // Queued, being started, or waiting for a retry (each
                     // of those sees it is final).
@@ -479,146 +756,41 @@ impl Scheduler {
             }
         };
         let Some(staged) = staged else {
-            return match s.journal.get(id).await? {
+            return match self.journal.get(id).await? {
                 Some(r) => Err(CancelError::AlreadyFinished { id, status: r.state.status.name() }),
                 None => Err(CancelError::NotFound(id)),
             };
         };
-        s.metrics.finished(&staged.state.agent, TaskStatus::Cancelled);
+        self.metrics.finished(&staged.state.agent, TaskStatus::Cancelled);
         // On a task of its own, so a caller that goes away cannot stop the
         // commit or the wake-up of the task's waiters halfway.
-        let shared = self.shared.clone();
-        let _ = tokio::spawn(async move { shared.commit_and_show(staged).await }).await;
+        let _ = tokio::spawn(async move { self.commit_and_show(staged).await }).await;
         Ok(TaskStatus::Cancelled)
     }
 
-    /// The agents this scheduler runs now.
-    pub fn agents(&self) -> Vec<AgentEntry> {
-        self.shared.agents_now().values().cloned().collect()
-    }
-
-    /// Runs `agents` from now on instead of the current ones: new tasks
-    /// (and calls from other agents) get the new agents and their
-    /// policies; tasks running finish with the agent they started with;
-    /// queued tasks of an agent no longer there fail when their turn comes.
-    pub fn replace_agents(&self, agents: Vec<AgentEntry>) -> AgentChanges {
-        let s = &self.shared;
-        let old = s.agents_now();
-        let mut changes = AgentChanges::default();
-        let mut next = Vec::with_capacity(agents.len());
-        for entry in agents {
-            let name = entry.agent.name().to_string();
-            match old.get(&name) {
-                None => changes.added.push(name),
-                // The same agent: the one running stays (its slots, and so its cap, hold across the reload).
-                Some(was)
-                    if was.agent.digest() == entry.agent.digest()
-                        && was.max_concurrency == entry.max_concurrency
-                        && serde_json::to_value(was.agent.policy()).ok()
-                            == serde_json::to_value(entry.agent.policy()).ok() =>
-                {
-                    changes.unchanged.push(name);
-                    next.push(was.clone());
-                    continue;
-                }
-                Some(_) => changes.changed.push(name),
-            }
-            next.push(entry);
-        }
-        let new = Arc::new(enlist(&s.host, &s.wake, next));
-        *s.agents.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+    fn replace_agents(&self, agents: Vec<AgentEntry>) -> AgentChanges {
+        let old = self.agents_now();
+        let (changes, next) = diff_agents(&old, agents);
+        let new = Arc::new(enlist(&self.host, &self.wake, next));
+        *self.agents.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
         for name in old.keys().filter(|n| !new.contains_key(*n)) {
-            s.host.unregister(name);
-            changes.removed.push(name.clone());
-        }
-        for list in [&mut changes.added, &mut changes.removed, &mut changes.changed, &mut changes.unchanged] {
-            list.sort();
+            self.host.unregister(name);
         }
         // Queued tasks of a new or changed agent may run now.
-        s.wake.notify_waiters();
+        self.wake.notify_waiters();
         changes
     }
 
-    /// Tasks queued now, over all priorities.
-    pub fn queued(&self) -> usize {
-        self.shared.state.lock().unwrap().queue.len()
-    }
-
-    /// Tasks in memory now: unfinished, or finished with their final state
-    /// still being committed. Finished tasks are kept in the journal only.
-    pub fn live(&self) -> usize {
-        self.shared.state.lock().unwrap().live.len()
-    }
-
-    /// Whether [`Scheduler::shutdown`] has been called.
-    pub fn stopping(&self) -> bool {
-        self.shared.stop.is_cancelled()
-    }
-
-    /// Whether the task store writes now (the last error if not).
-    pub fn storage_health(&self) -> Result<(), JournalError> {
-        self.shared.journal.health()
-    }
-
-    /// Stops taking tasks from the queue and waits up to `grace` for running
-    /// tasks to finish (returning as soon as they have). Queued tasks stay
-    /// in the journal for the next start; tasks still running after
-    /// `grace` run again then.
-    pub async fn shutdown(&self, grace: Duration) {
-        let s = &self.shared;
-        s.stop.cancel();
-        s.wake.notify_waiters();
+    async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        self.wake.notify_waiters();
         let until = Instant::now() + grace;
-        let busy = || !s.state.lock().unwrap().running.is_empty() || s.committing.load(Ordering::SeqCst) > 0;
+        let busy = || !self.state.lock().unwrap().running.is_empty() || self.committing.load(Ordering::SeqCst) > 0;
         while Instant::now() < until && busy() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-}
 
-/// What a task popped off the queue gets.
-enum Claim {
-    /// A slot of its agent: it may start.
-    Slot(Claimed),
-    /// Its final state (its deadline passed, its agent is gone), to commit.
-    Ended(Box<Change>),
-    /// Nothing: its agent's slots were taken meanwhile; it is queued again.
-    Busy,
-}
-
-struct Claimed {
-    priority: Priority,
-    queued: Queued,
-    agent: Arc<Agent>,
-    slot: crate::concurrency::Slot,
-}
-
-/// A task taken off the queue to run.
-struct Job {
-    id: TaskId,
-    agent: Arc<Agent>,
-    input: Arc<str>,
-    deadline_ms: Option<u64>,
-    cancel: CancellationToken,
-    waited: Duration,
-    attempt: usize,
-    /// The agent's running slot, freed when the run ends.
-    slot: crate::concurrency::Slot,
-}
-
-/// The agents by name, each with its cap set, waking the workers when a
-/// slot frees, and registered with the host (callable by other agents).
-fn enlist(host: &Host, wake: &Arc<Notify>, agents: Vec<AgentEntry>) -> HashMap<String, AgentEntry> {
-    for entry in &agents {
-        // One cap for the agent, whether the scheduler or a calling agent starts it.
-        entry.agent.set_max_concurrency(entry.max_concurrency);
-        entry.agent.slots.on_free(wake.clone());
-        host.register(entry.agent.clone());
-    }
-    agents.into_iter().map(|e| (e.agent.name().to_string(), e)).collect()
-}
-
-impl Shared {
     /// The agents of the moment.
     fn agents_now(&self) -> Agents {
         self.agents.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -788,6 +960,7 @@ impl Shared {
                 error: None,
                 usage: None,
                 interrupted: false,
+                node: None,
             });
             let job = Job {
                 id: queued.id,
@@ -817,50 +990,20 @@ impl Shared {
         let span = tracing::info_span!("task", agent = job.agent.name(), task = %job.id, attempt = job.attempt);
         let report = tracing::Instrument::instrument(self.host.run_with(&job.agent, &job.input, options), span).await;
 
-        let mut retry_after = None;
         let staged = {
             let mut guard = self.state.lock().unwrap();
             let st = &mut *guard;
             st.running.remove(&job.id);
             let record = st.live.get_mut(&job.id).expect("a running task is live");
-            let now = now_ms();
-            let attempt = record.attempts.last_mut().expect("a running task has an attempt");
-            attempt.finished_ms = Some(now);
-            attempt.usage = Some(report.usage.clone());
-            attempt.error = report.outcome.as_ref().err().cloned();
-            let attempts = record.attempts.len() as u32;
-            let mut output = None;
-            match report.outcome {
-                Ok(out) => {
-                    record.status = TaskStatus::Completed;
-                    output = Some(Arc::<str>::from(out));
-                    record.error = None;
-                }
-                Err(e) => {
-                    record.status = match &e {
-                        TaskError::Cancelled => TaskStatus::Cancelled,
-                        TaskError::DeadlineExceeded => TaskStatus::TimedOut,
-                        // Limit hits, traps and denials are never retried.
-                        e if !e.is_retryable() => TaskStatus::Failed,
-                        _ if attempts >= record.max_attempts => TaskStatus::DeadLettered,
-                        _ => {
-                            retry_after = Some(self.backoff(attempts));
-                            TaskStatus::Pending
-                        }
-                    };
-                    record.error = Some(e);
-                }
-            }
-            if record.status.is_final() {
-                record.finished_ms = Some(now);
-            }
+            let (output, retry_after) = settle(record, report.outcome, report.usage, |n| backoff(&self.config, n));
             if retry_after.is_some() {
                 st.retrying += 1;
             }
             let mut change = staged(record, output);
-            change.logs = Some(AttemptLogs { attempt: attempts, lines: report.logs });
-            change
+            change.logs = Some(AttemptLogs { attempt: record.attempts.len() as u32, lines: report.logs });
+            (change, retry_after)
         };
+        let (staged, retry_after) = staged;
         self.wake.notify_one();
         let (agent, status) = (staged.state.agent.clone(), staged.state.status);
         if status.is_final() {
@@ -900,12 +1043,5 @@ impl Shared {
             drop(st);
             shared.wake.notify_one();
         });
-    }
-
-    /// Exponential backoff with ±50% jitter: base × 2^(attempt−1), capped.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.config.retry_base.saturating_mul(1u32 << (attempt - 1).min(20));
-        let capped = exp.min(self.config.retry_max);
-        capped.mul_f64(rand::rng().random_range(0.5..=1.5))
     }
 }

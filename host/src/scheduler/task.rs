@@ -110,6 +110,9 @@ pub struct Attempt {
     /// The host stopped while it ran; it was run again.
     #[serde(default)]
     pub interrupted: bool,
+    /// The node that ran it, on a queue shared over Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What changes over a task's life: everything known about it but its input

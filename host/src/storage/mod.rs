@@ -8,6 +8,8 @@ mod redb_file;
 mod redb_kv;
 #[cfg(feature = "redis")]
 mod redis_kv;
+#[cfg(feature = "redis")]
+pub(crate) mod redis_pool;
 mod section;
 
 pub(crate) use redb_file::open_database;

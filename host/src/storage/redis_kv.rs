@@ -12,12 +12,10 @@
 //! Redis sends them (`get-many`'s byte bound); a list page is cut in the
 //! script at its key and byte bounds.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
-use std::time::Duration;
 
+use super::redis_pool::{Idempotent, RedisPool};
 use super::{KeyPage, KvBackend, KvStoreError, NamespaceTotals, PageBound, Quota, RedisSettings};
 use crate::cpu::CpuMeter;
 use crate::error::HostError;
@@ -160,96 +158,36 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 /// re-made with backoff after Redis goes away; meanwhile every call fails
 /// with [`KvStoreError::Unavailable`] naming the server (never its password).
 pub struct RedisKv {
-    pool: Vec<ConnectionManager>,
-    next: AtomicUsize,
+    redis: RedisPool,
     prefix: String,
-    server: String,
 }
 
 impl RedisKv {
     /// Sets up the connections to `settings.url` (made on first use; must be
     /// called inside a tokio runtime). Fails only on a malformed URL.
     pub fn open(settings: &RedisSettings) -> Result<RedisKv, HostError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(HostError::Config("the Redis KV store must be opened inside a tokio runtime".into()));
-        }
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| HostError::Config(format!("redis_url is not a Redis URL ({e}): use redis://HOST:PORT/DB")))?;
-        let server = describe(client.get_connection_info());
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.response_timeout))
-            .set_response_timeout(Some(settings.response_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(2));
-        let pool = (0..settings.pool_size.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| HostError::Config(format!("cannot set up the connections to Redis at {server}: {e}")))?;
-        Ok(RedisKv { pool, next: AtomicUsize::new(0), prefix: settings.key_prefix.clone(), server })
+        let redis = RedisPool::open(settings).map_err(HostError::Config)?;
+        Ok(RedisKv { redis, prefix: settings.key_prefix.clone() })
     }
 
     /// The server, as errors name it: `host:port/db`.
     pub fn server(&self) -> &str {
-        &self.server
+        self.redis.server()
     }
 
-    fn connection(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
-        self.pool[i].clone()
-    }
-
-    /// Runs a read, once more if the connection had dropped: the failed
-    /// call set its re-connection going, and the second waits for it. A
-    /// read done twice changes nothing; writes are never repeated (one that
-    /// reached Redis before the connection dropped would apply twice).
+    /// Runs a read, once more if the connection had dropped.
     async fn read<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, KvStoreError> {
-        self.read_on(self.connection(), cmd).await
-    }
-
-    async fn read_on<T: redis::FromRedisValue>(
-        &self,
-        mut con: ConnectionManager,
-        cmd: &redis::Cmd,
-    ) -> Result<T, KvStoreError> {
-        match cmd.query_async(&mut con).await {
-            Err(e) if dropped(&e) => {
-                self.heal();
-                cmd.query_async(&mut con).await.map_err(|e| self.unavailable(e))
-            }
-            r => r.map_err(|e| self.unavailable(e)),
-        }
+        self.redis.query(cmd, Idempotent::Yes).await.map_err(|e| self.unavailable(e))
     }
 
     /// Runs a script: once more after a dropped connection if it only
-    /// reads (`Idempotent::Yes`), as [`Self::read`] does.
+    /// reads (`Idempotent::Yes`).
     async fn run<T: redis::FromRedisValue>(
         &self,
         call: &redis::ScriptInvocation<'_>,
         again: Idempotent,
     ) -> Result<T, KvStoreError> {
-        let mut con = self.connection();
-        match call.invoke_async(&mut con).await {
-            Err(e) if dropped(&e) => {
-                self.heal();
-                match again {
-                    Idempotent::Yes => call.invoke_async(&mut con).await.map_err(|e| self.unavailable(e)),
-                    Idempotent::No => Err(self.unavailable(e)),
-                }
-            }
-            r => r.map_err(|e| self.unavailable(e)),
-        }
-    }
-
-    /// After one connection found Redis gone, pings every other: each
-    /// that is stale starts re-connecting now, not at the next call it carries.
-    fn heal(&self) {
-        for con in &self.pool {
-            let mut con = con.clone();
-            tokio::spawn(async move {
-                let _: Result<String, _> = redis::cmd("PING").query_async(&mut con).await;
-            });
-        }
+        self.redis.invoke(call, again).await.map_err(|e| self.unavailable(e))
     }
 
     fn key(&self, kind: char, ns: &str) -> String {
@@ -261,11 +199,11 @@ impl RedisKv {
     }
 
     fn unavailable(&self, e: redis::RedisError) -> KvStoreError {
-        KvStoreError::Unavailable(format!("the KV store (Redis at {}) did not answer: {e}", self.server))
+        KvStoreError::Unavailable(format!("the KV store (Redis at {}) did not answer: {e}", self.server()))
     }
 
     fn malformed(&self, what: &str) -> KvStoreError {
-        KvStoreError::Unavailable(format!("the KV store (Redis at {}) sent a malformed {what} reply", self.server))
+        KvStoreError::Unavailable(format!("the KV store (Redis at {}) sent a malformed {what} reply", self.server()))
     }
 
     async fn write(
@@ -290,18 +228,6 @@ impl RedisKv {
     }
 }
 
-/// Whether a call may be sent twice.
-#[derive(Clone, Copy)]
-enum Idempotent {
-    Yes,
-    No,
-}
-
-/// Whether `e` says the connection went away (not that Redis refused the command).
-fn dropped(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
-}
-
 /// The quota's own message for a refusal the script found.
 fn refusal(ns: &str, quota: Quota, before: (u64, u64), after: (u64, u64)) -> KvStoreError {
     let before = NamespaceTotals { keys: before.0, bytes: before.1 };
@@ -310,11 +236,6 @@ fn refusal(ns: &str, quota: Quota, before: (u64, u64), after: (u64, u64)) -> KvS
         .admit(ns, before, after)
         .err()
         .unwrap_or_else(|| KvStoreError::QuotaExceeded(format!("namespace `{ns}` is full")))
-}
-
-fn describe(info: &redis::ConnectionInfo) -> String {
-    // The address and database only: the URL may carry a password.
-    format!("{}/{}", info.addr(), info.redis_settings().db())
 }
 
 /// The `ZRANGEBYLEX` bounds of the keys starting with `prefix`, after
@@ -464,8 +385,9 @@ impl KvBackend for RedisKv {
 
     async fn ping(&self) -> Result<(), KvStoreError> {
         // Every connection: a check that passes means each call will find Redis.
-        for con in &self.pool {
-            let _: String = self.read_on(con.clone(), &redis::cmd("PING")).await?;
+        for con in self.redis.connections() {
+            let ping = self.redis.query_on(con, &redis::cmd("PING"), Idempotent::Yes).await;
+            let _: String = ping.map_err(|e| self.unavailable(e))?;
         }
         Ok(())
     }
@@ -488,12 +410,5 @@ mod tests {
         // A cursor at or past the prefix starts after it; one before it, at the prefix.
         assert_eq!(lex_range("ab", Some("abc")).0, b"(abc".to_vec());
         assert_eq!(lex_range("ab", Some("aa")).0, b"[ab".to_vec());
-    }
-
-    #[test]
-    fn a_server_is_named_without_its_password() {
-        let client = redis::Client::open("redis://user:s3cret@127.0.0.1:6390/2").unwrap();
-        let name = describe(client.get_connection_info());
-        assert_eq!(name, "127.0.0.1:6390/2");
     }
 }
