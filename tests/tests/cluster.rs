@@ -254,3 +254,77 @@ async fn a_redis_outage_refuses_submissions_with_503_and_its_restart_loses_no_ac
     assert_eq!(apis[0].wait_final(&after).await["status"], "completed");
     assert_eq!(apis[0].get("/healthz").await.0, 200);
 }
+
+/// The start and end of each task's attempts, by node.
+fn spans(tasks: &[Value]) -> Vec<(u64, u64)> {
+    tasks
+        .iter()
+        .flat_map(|t| t["attempts"].as_array().unwrap().clone())
+        .map(|a| (a["started_ms"].as_u64().unwrap(), a["finished_ms"].as_u64().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_max_concurrency_holds_across_nodes() {
+    let redis = RedisServer::start();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<DaemonProcess> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let config = node_config(d.path(), &redis, &format!("node-{i}"), "", artifacts::SLEEPER)
+                .replace("max_concurrency = 48", "max_concurrency = 2");
+            DaemonProcess::start(d.path(), &config)
+        })
+        .collect();
+    let apis: Vec<Api> = nodes.iter().map(Api::new).collect();
+    let ids =
+        submit_all(&[&apis[0], &apis[1]], (0..24).map(|_| json!({"agent": "sleeper", "input": "4x25"})).collect())
+            .await;
+    let tasks = finals(&apis[0], &ids).await;
+    assert!(tasks.iter().all(|t| t["status"] == "completed"));
+    // The most attempts running at once, over both nodes: exactly the cap.
+    let spans = spans(&tasks);
+    let most = spans.iter().map(|(start, _)| spans.iter().filter(|(s, e)| s <= start && start < e).count()).max();
+    assert_eq!(most, Some(2), "two at once at most, and the cap was reached: {spans:?}");
+    let ran_on: HashSet<String> = tasks.iter().flat_map(|t| nodes_of(t).into_iter().map(|(n, _)| n)).collect();
+    assert_eq!(ran_on.len(), 2, "both nodes took tasks: {ran_on:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_queue_runs_priorities_first_and_agents_in_turn() {
+    let redis = RedisServer::start();
+    let (_dirs, nodes) = start_nodes(&redis, 1, "workers = 1\naging_ms = 3600000");
+    let api = Api::new(&nodes[0]);
+    // A task that holds the only worker until it is cancelled.
+    let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "600x100"})).await;
+    while api.task(&blocker).await["status"] != "running" {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let submit = |agent: &str, priority: &str| {
+        let input = if agent == "echo" { "{\"text\":\"e\"}" } else { "1x1" };
+        json!({"agent": agent, "input": input, "priority": priority})
+    };
+    let order = [
+        ("sleeper", "normal"),
+        ("sleeper", "normal"),
+        ("sleeper", "normal"),
+        ("echo", "normal"),
+        ("sleeper", "background"),
+        ("echo", "critical"),
+        ("sleeper", "high"),
+    ];
+    let mut ids = Vec::new();
+    for (agent, priority) in order {
+        ids.push(api.submit_ok(submit(agent, priority)).await);
+    }
+    assert_eq!(api.cancel(&blocker).await.0, 200);
+    let tasks = finals(&api, &ids).await;
+    let mut by_start: Vec<usize> = (0..ids.len()).collect();
+    // One at a time: a task that took under a millisecond may share its start with the next one's.
+    let attempt = |i: usize| &tasks[i]["attempts"][0];
+    by_start
+        .sort_by_key(|&i| (attempt(i)["started_ms"].as_u64().unwrap(), attempt(i)["finished_ms"].as_u64().unwrap()));
+    // critical, high, then normal with the two agents in turn, then background.
+    assert_eq!(by_start, vec![5, 6, 0, 3, 1, 2, 4], "{tasks:?}");
+}

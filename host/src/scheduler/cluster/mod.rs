@@ -121,6 +121,27 @@ enum Next {
     Idle,
 }
 
+/// A task's new state, to write fenced by this node and the version `v`
+/// (see the `PUT` script for the ops).
+#[derive(Clone, Copy)]
+struct Update<'a> {
+    id: TaskId,
+    v: u64,
+    op: &'static str,
+    state: &'a TaskState,
+    output: Option<&'a str>,
+    logs: Option<&'a AttemptLogs>,
+    /// When it finished (`final`, `cancel`) or its retry is due (`retry`).
+    when: u64,
+}
+
+impl<'a> Update<'a> {
+    /// A state with no output and no logs.
+    fn bare(id: TaskId, v: u64, op: &'static str, state: &'a TaskState, when: u64) -> Update<'a> {
+        Update { id, v, op, state, output: None, logs: None, when }
+    }
+}
+
 /// A fenced write's outcome.
 enum Put {
     Done {
@@ -350,7 +371,7 @@ impl Cluster {
             state.status = TaskStatus::Cancelled;
             state.error = Some(TaskError::Cancelled);
             state.finished_ms = Some(now);
-            if let Put::Done { .. } = self.put(id, v, "cancel", &state, None, None, now).await? {
+            if let Put::Done { .. } = self.put(&Update::bare(id, v, "cancel", &state, now)).await? {
                 self.metrics.finished(&state.agent, TaskStatus::Cancelled);
                 return Ok(TaskStatus::Cancelled);
             }
@@ -543,7 +564,7 @@ impl Cluster {
         }
         let Some(slot) = entry.agent.slots.try_take() else {
             // A calling agent took the last slot since this node looked.
-            self.write(id, v, "requeue", state, None, None, now).await;
+            self.write(&Update::bare(id, v, "requeue", state, now)).await;
             return Ok(None);
         };
         state.status = TaskStatus::Running;
@@ -555,7 +576,7 @@ impl Cluster {
             interrupted: false,
             node: Some(self.node.clone()),
         });
-        match self.put(id, v, "start", state, None, None, now).await? {
+        match self.put(&Update::bare(id, v, "start", state, now)).await? {
             Put::Done { v, cancel: false } => Ok(Some((v, entry.agent.clone(), slot))),
             Put::Done { v, cancel: true } => {
                 let attempt = state.attempts.last_mut().expect("just pushed");
@@ -591,7 +612,8 @@ impl Cluster {
         match retry_after {
             Some(delay) => {
                 let due = now_ms().saturating_add(delay.as_millis() as u64);
-                if self.write(id, v, "retry", &state, None, Some(&logs), due).await {
+                let update = Update { logs: Some(&logs), ..Update::bare(id, v, "retry", &state, due) };
+                if self.write(&update).await {
                     self.metrics.retried(&state.agent);
                 }
             }
@@ -604,7 +626,7 @@ impl Cluster {
     /// Writes a final state (fenced; retried until Redis takes it).
     async fn finish(&self, id: TaskId, v: u64, state: &TaskState, output: Option<&str>, logs: Option<&AttemptLogs>) {
         let when = state.finished_ms.unwrap_or_else(now_ms);
-        if self.write(id, v, "final", state, output, logs, when).await {
+        if self.write(&Update { id, v, op: "final", state, output, logs, when }).await {
             self.metrics.finished(&state.agent, state.status);
         }
     }
@@ -612,26 +634,16 @@ impl Cluster {
     /// Writes a state that lets the task go (`final`, `retry`, `requeue`),
     /// trying again while Redis does not answer: a finished attempt is not
     /// lost to an outage. Whether it was written (not refused as stale).
-    #[allow(clippy::too_many_arguments)]
-    async fn write(
-        &self,
-        id: TaskId,
-        v: u64,
-        op: &str,
-        state: &TaskState,
-        output: Option<&str>,
-        logs: Option<&AttemptLogs>,
-        when: u64,
-    ) -> bool {
+    async fn write(&self, update: &Update<'_>) -> bool {
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.put(id, v, op, state, output, logs, when).await {
+            match self.put(update).await {
                 Ok(Put::Done { .. }) => return true,
                 Ok(Put::Refused(why)) => {
-                    tracing::warn!(task = %id, "this node's result for the task is dropped: {why}");
+                    tracing::warn!(task = %update.id, "this node's result for the task is dropped: {why}");
                     return false;
                 }
-                Err(e) => tracing::warn!(task = %id, "cannot record the task's state yet: {e}"),
+                Err(e) => tracing::warn!(task = %update.id, "cannot record the task's state yet: {e}"),
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
@@ -641,17 +653,8 @@ impl Cluster {
     /// One fenced write of a task's state. After a dropped connection the
     /// write may or may not have reached Redis: the task's record tells
     /// (its state is byte for byte the one sent), and it is never sent twice.
-    #[allow(clippy::too_many_arguments)]
-    async fn put(
-        &self,
-        id: TaskId,
-        v: u64,
-        op: &str,
-        state: &TaskState,
-        output: Option<&str>,
-        logs: Option<&AttemptLogs>,
-        when: u64,
-    ) -> Result<Put, JournalError> {
+    async fn put(&self, update: &Update<'_>) -> Result<Put, JournalError> {
+        let Update { id, v, op, state, output, logs, when } = *update;
         let json = serde_json::to_string(state).map_err(|e| JournalError::new(e.to_string()))?;
         let logs = match logs {
             Some(logs) => serde_json::to_string(logs).map_err(|e| JournalError::new(e.to_string()))?,
@@ -706,9 +709,10 @@ impl Cluster {
     async fn heartbeat(self: Arc<Self>) {
         let every = (self.lease / 3).min(Duration::from_secs(1));
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.stop.cancelled() => if self.jobs.lock().unwrap().is_empty() { return },
+            tokio::time::sleep(every).await;
+            // Once stopping, the leases of tasks still running are renewed until they end.
+            if self.stop.is_cancelled() && self.jobs.lock().unwrap().is_empty() {
+                return;
             }
             let ids: Vec<String> = self.jobs.lock().unwrap().keys().map(|id| id.to_string()).collect();
             let mut call = SCRIPTS.heartbeat.prepare_invoke();
@@ -814,7 +818,7 @@ impl Cluster {
             return;
         }
         state.status = TaskStatus::Pending;
-        self.write(id, v, "requeue", state, None, None, now).await;
+        self.write(&Update::bare(id, v, "requeue", state, now)).await;
     }
 
     async fn trim(&self) -> Result<(), JournalError> {
