@@ -598,7 +598,9 @@ async fn submit(State(api): Api, who: Who, body: Result<Json<Submission>, JsonRe
             let status = match &e {
                 SubmitError::UnknownAgent(_) => StatusCode::NOT_FOUND,
                 SubmitError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                SubmitError::BadAttempts(_) | SubmitError::BadDeadline(_) => StatusCode::BAD_REQUEST,
+                SubmitError::BadAttempts(_) | SubmitError::BadDeadline(_) | SubmitError::BadIdempotencyKey(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 SubmitError::IdempotencyConflict { .. } | SubmitError::AgentMismatch(_) => StatusCode::CONFLICT,
                 SubmitError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
                 // The journal cannot be written (a full disk...): worth retrying.

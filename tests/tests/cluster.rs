@@ -328,3 +328,34 @@ async fn the_shared_queue_runs_priorities_first_and_agents_in_turn() {
     // critical, high, then normal with the two agents in turn, then background.
     assert_eq!(by_start, vec![5, 6, 0, 3, 1, 2, 4], "{tasks:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_work_on_the_shared_queue_ages_past_fresher_higher_priorities() {
+    let redis = RedisServer::start();
+    let (_dirs, nodes) = start_nodes(&redis, 1, "workers = 1\naging_ms = 100");
+    let api = Api::new(&nodes[0]);
+    let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "600x100"})).await;
+    while api.task(&blocker).await["status"] != "running" {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let task = |priority: &str| json!({"agent": "sleeper", "input": "1x1", "priority": priority});
+    // Background work waits 1.2 s: twelve levels gained, more than the four
+    // between background and critical.
+    let old = api.submit_ok(task("background")).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut ids = vec![old];
+    for _ in 0..3 {
+        ids.push(api.submit_ok(task("critical")).await);
+    }
+    // Fresh background work has gained nothing on the critical tasks.
+    ids.push(api.submit_ok(task("background")).await);
+    assert_eq!(api.cancel(&blocker).await.0, 200);
+    let tasks = finals(&api, &ids).await;
+    assert!(tasks.iter().all(|t| t["status"] == "completed"), "{tasks:?}");
+    let started = |i: usize| tasks[i]["attempts"][0]["started_ms"].as_u64().unwrap();
+    let mut by_start: Vec<usize> = (0..ids.len()).collect();
+    by_start.sort_by_key(|&i| (started(i), tasks[i]["attempts"][0]["finished_ms"].as_u64().unwrap()));
+    // Without aging the old background task would run fourth, with the fresh one.
+    assert_eq!(by_start[0], 0, "the aged background task ran first: {tasks:?}");
+    assert_eq!(by_start[4], 4, "the fresh background task ran last: {tasks:?}");
+}

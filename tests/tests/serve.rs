@@ -314,6 +314,17 @@ async fn idempotency_keys_and_deadlines() {
             )
         );
     }
+    // A key too long to keep with every task, or an empty one: refused, naming the bound.
+    for key in ["k".repeat(257), String::new()] {
+        let mut long = seq("a", "normal");
+        long["idempotency_key"] = json!(key);
+        let (code, answer) = api.submit(long).await;
+        assert_eq!(code, 400, "{answer}");
+        assert_eq!(answer["error"], format!("idempotency_key is {} bytes; give 1 to 256 bytes", key.len()));
+    }
+    let mut longest = seq("a", "normal");
+    longest["idempotency_key"] = json!("k".repeat(256));
+    api.submit_ok(longest).await;
     // A deadline past what a clock can hold is refused, not wrapped around.
     let mut far = seq("a", "normal");
     far["deadline_ms"] = json!(u64::MAX);

@@ -190,6 +190,8 @@ pub enum SubmitError {
     BadAttempts(u32),
     #[error("deadline_ms {0} is too far in the future; give milliseconds from now")]
     BadDeadline(u64),
+    #[error("idempotency_key is {0} bytes; give 1 to {max} bytes", max = MAX_IDEMPOTENCY_KEY)]
+    BadIdempotencyKey(usize),
     #[error("idempotency key {key:?} names task {id}, submitted with another agent or input; use a new key")]
     IdempotencyConflict { key: String, id: TaskId },
     #[error("the scheduler is shutting down")]
@@ -274,6 +276,10 @@ struct Accepted {
     idempotency: Option<IdempotencyEntry>,
 }
 
+/// The longest idempotency key, in bytes: keys are kept (and, on a
+/// cluster, sent to Redis) with every task that has one.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
 /// Checks a submission against the agents and settings, and makes its task.
 fn accept(agents: &Agents, config: &SchedulerConfig, submission: Submission) -> Result<Accepted, SubmitError> {
     let limit = match agents.get(&submission.agent) {
@@ -282,6 +288,11 @@ fn accept(agents: &Agents, config: &SchedulerConfig, submission: Submission) -> 
     };
     if submission.input.len() as u64 > limit {
         return Err(SubmitError::InputTooLarge { agent: submission.agent, size: submission.input.len() as u64, limit });
+    }
+    if let Some(key) = &submission.idempotency_key {
+        if !(1..=MAX_IDEMPOTENCY_KEY).contains(&key.len()) {
+            return Err(SubmitError::BadIdempotencyKey(key.len()));
+        }
     }
     let max_attempts = submission.max_attempts.unwrap_or(config.max_attempts);
     if !(1..=100).contains(&max_attempts) {

@@ -63,25 +63,15 @@ impl RedisPool {
     }
 
     /// Runs a command on `con`; once more if the connection had dropped and
-    /// `again` says a repeat is safe (the failed call set its re-connection
-    /// going, and the second waits for it). Writes are never repeated: one
-    /// that reached Redis before the connection dropped would apply twice.
+    /// `again` says a repeat is safe. Writes are never repeated: one that
+    /// reached Redis before the connection dropped would apply twice.
     pub async fn query_on<T: redis::FromRedisValue>(
         &self,
-        mut con: ConnectionManager,
+        con: ConnectionManager,
         cmd: &redis::Cmd,
         again: Idempotent,
     ) -> Result<T, redis::RedisError> {
-        match cmd.query_async(&mut con).await {
-            Err(e) if dropped(&e) => {
-                self.heal();
-                match again {
-                    Idempotent::Yes => cmd.query_async(&mut con).await,
-                    Idempotent::No => Err(e),
-                }
-            }
-            r => r,
-        }
+        self.send(con, again, |mut con| async move { cmd.query_async(&mut con).await }).await
     }
 
     /// [`Self::query_on`] on the next connection.
@@ -99,17 +89,7 @@ impl RedisPool {
         pipe: &redis::Pipeline,
         again: Idempotent,
     ) -> Result<T, redis::RedisError> {
-        let mut con = self.connection();
-        match pipe.query_async(&mut con).await {
-            Err(e) if dropped(&e) => {
-                self.heal();
-                match again {
-                    Idempotent::Yes => pipe.query_async(&mut con).await,
-                    Idempotent::No => Err(e),
-                }
-            }
-            r => r,
-        }
+        self.send(self.connection(), again, |mut con| async move { pipe.query_async(&mut con).await }).await
     }
 
     /// Runs a script, as [`Self::query`] runs a command.
@@ -118,12 +98,22 @@ impl RedisPool {
         call: &redis::ScriptInvocation<'_>,
         again: Idempotent,
     ) -> Result<T, redis::RedisError> {
-        let mut con = self.connection();
-        match call.invoke_async(&mut con).await {
+        self.send(self.connection(), again, |mut con| async move { call.invoke_async(&mut con).await }).await
+    }
+
+    /// Sends one call on `con`, and once more after a dropped connection
+    /// when `again` allows (the failed call set the re-connection going;
+    /// the second waits for it).
+    async fn send<T, F, Fut>(&self, con: ConnectionManager, again: Idempotent, call: F) -> Result<T, redis::RedisError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
+        match call(con.clone()).await {
             Err(e) if dropped(&e) => {
                 self.heal();
                 match again {
-                    Idempotent::Yes => call.invoke_async(&mut con).await,
+                    Idempotent::Yes => call(con).await,
                     Idempotent::No => Err(e),
                 }
             }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{ClusterMetrics, SchedulerMetrics};
@@ -98,6 +98,9 @@ pub(super) struct Cluster {
     trouble: Mutex<Option<String>>,
     /// Tasks waiting over the whole queue, as the last housekeeping saw.
     waiting: AtomicUsize,
+    /// Callers of `wait` on this node, by task: told when this node writes
+    /// the task's final state (tasks finished elsewhere are polled for).
+    waiters: Mutex<HashMap<TaskId, Vec<oneshot::Sender<()>>>>,
 }
 
 /// A task this node took from the queue and marked running.
@@ -112,13 +115,15 @@ struct Job {
     slot: crate::concurrency::Slot,
 }
 
-/// What a look at the queue found.
-enum Next {
-    Job(Box<Job>),
-    /// A task was taken and settled without running (deadline passed,
-    /// cancelled, slot gone): look again at once.
-    Again,
-    Idle,
+/// A task this node took from the queue, not yet marked running.
+struct Claimed {
+    id: TaskId,
+    v: u64,
+    state: TaskState,
+    input: String,
+    /// When it entered its ready list (ms).
+    queued: u64,
+    agents: Agents,
 }
 
 /// A task's new state, to write fenced by this node and the version `v`
@@ -185,6 +190,7 @@ impl Cluster {
             registry: Mutex::new(HashMap::new()),
             trouble: Mutex::new(None),
             waiting: AtomicUsize::new(0),
+            waiters: Mutex::new(HashMap::new()),
         });
         let runtime = me.config.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
         runtime.spawn(me.clone().claimer(runtime.clone()));
@@ -326,6 +332,12 @@ impl Cluster {
     }
 
     pub(super) async fn wait(&self, id: TaskId) -> Option<TaskRecord> {
+        // Declared first so it runs last, after the receiver is dropped.
+        let _unwatch = Unwatch { waiters: &self.waiters, id };
+        let (tx, told) = oneshot::channel();
+        self.waiters.lock().unwrap().entry(id).or_default().push(tx);
+        // Fused: once told, it stays pending in later looks.
+        let mut told = futures::FutureExt::fuse(told);
         let mut pause = Duration::from_millis(5);
         loop {
             match self.status(id).await {
@@ -334,6 +346,8 @@ impl Cluster {
                 _ => {}
             }
             tokio::select! {
+                // Finished here: read at once. Elsewhere: seen at the next look.
+                Ok(()) = &mut told => {}
                 _ = tokio::time::sleep(pause) => {}
                 _ = self.stop.cancelled() => return None,
             }
@@ -466,16 +480,19 @@ impl Cluster {
             };
             let wake = self.wake.notified();
             match self.next().await {
-                Ok(Next::Job(job)) => {
+                Ok(Some(claimed)) => {
                     pause = Duration::from_millis(50);
+                    // Marked running off this loop, so the next claim need
+                    // not wait for this one's start to be written.
                     let me = self.clone();
                     runtime.spawn(async move {
-                        me.execute(*job).await;
+                        if let Some(job) = me.begin(claimed).await {
+                            me.execute(job).await;
+                        }
                         drop(permit);
                     });
                 }
-                Ok(Next::Again) => {}
-                Ok(Next::Idle) => {
+                Ok(None) => {
                     drop(permit);
                     tokio::select! {
                         _ = wake => {}
@@ -496,8 +513,9 @@ impl Cluster {
         }
     }
 
-    /// Takes the next task this node may run, and marks it running.
-    async fn next(&self) -> Result<Next, JournalError> {
+    /// Takes the next task this node may run from the queue (this node now
+    /// holds its lease).
+    async fn next(&self) -> Result<Option<Claimed>, JournalError> {
         let agents = self.agents_now();
         let mut caps = Vec::new();
         for (name, entry) in agents.iter() {
@@ -506,7 +524,7 @@ impl Cluster {
             }
         }
         if caps.is_empty() {
-            return Ok(Next::Idle);
+            return Ok(None);
         }
         let now = now_ms();
         let mut call = SCRIPTS.claim.prepare_invoke();
@@ -521,26 +539,36 @@ impl Cluster {
         let claimed: Option<(String, u64, String, String, u64)> =
             self.redis.invoke(&call, Idempotent::No).await.map_err(|e| self.unavailable(e))?;
         self.healthy();
-        let Some((id, v, state, input, queued)) = claimed else { return Ok(Next::Idle) };
+        let Some((id, v, state, input, queued)) = claimed else { return Ok(None) };
         let id: TaskId = id.parse().map_err(|_| self.malformed("claim"))?;
-        let mut state: TaskState = serde_json::from_str(&state).map_err(|_| self.malformed("task"))?;
-        let cancel = CancellationToken::new();
-        self.jobs.lock().unwrap().insert(id, cancel.clone());
+        let state: TaskState = serde_json::from_str(&state).map_err(|_| self.malformed("task"))?;
+        self.jobs.lock().unwrap().insert(id, CancellationToken::new());
+        Ok(Some(Claimed { id, v, state, input, queued, agents }))
+    }
+
+    /// Marks a claimed task running and returns it to run; `None` if it
+    /// was settled without running or could not be started (the lease
+    /// then settles it).
+    async fn begin(&self, claimed: Claimed) -> Option<Job> {
+        let Claimed { id, v, mut state, input, queued, agents } = claimed;
+        let cancel = self.jobs.lock().unwrap().get(&id).cloned().unwrap_or_default();
         let started = self.start(id, v, &mut state, &agents).await;
         let (v, agent, slot) = match started {
             Ok(Some(ready)) => ready,
             Ok(None) => {
                 self.jobs.lock().unwrap().remove(&id);
-                return Ok(Next::Again);
+                self.wake.notify_one();
+                return None;
             }
             Err(e) => {
                 // Unknown whether the start was written: the lease settles it.
+                tracing::warn!(task = %id, "cannot mark a task taken from the queue running: {e}");
                 self.jobs.lock().unwrap().remove(&id);
-                return Err(e);
+                return None;
             }
         };
-        let waited = Duration::from_millis(now.saturating_sub(queued));
-        Ok(Next::Job(Box::new(Job { id, v, state, agent, input, cancel, waited, slot })))
+        let waited = Duration::from_millis(now_ms().saturating_sub(queued));
+        Some(Job { id, v, state, agent, input, cancel, waited, slot })
     }
 
     /// Marks a claimed task running; or settles it without running (its
@@ -680,7 +708,12 @@ impl Cluster {
                 let mut cmd = redis::cmd("HMGET");
                 cmd.arg(self.key("t", id)).arg("state").arg("v");
                 return match self.redis.query::<(Option<String>, Option<u64>)>(&cmd, Idempotent::Yes).await {
-                    Ok((Some(now), Some(v))) if now == json => Ok(Put::Done { v, cancel: false }),
+                    Ok((Some(now), Some(v))) if now == json => {
+                        if matches!(op, "final" | "cancel") {
+                            self.tell_waiters(id);
+                        }
+                        Ok(Put::Done { v, cancel: false })
+                    }
                     _ => Err(failed),
                 };
             }
@@ -693,6 +726,9 @@ impl Cluster {
         match (int(0), parts.len()) {
             (Some(1), 3) => {
                 let v = int(1).ok_or_else(|| self.malformed("write"))? as u64;
+                if matches!(op, "final" | "cancel") {
+                    self.tell_waiters(id);
+                }
                 Ok(Put::Done { v, cancel: text(2).is_some_and(|c| c == "1") })
             }
             (Some(0), 2) => Ok(Put::Refused(match text(1).as_deref() {
@@ -701,6 +737,12 @@ impl Cluster {
                 _ => "its state changed meanwhile".into(),
             })),
             _ => Err(self.malformed("write")),
+        }
+    }
+
+    fn tell_waiters(&self, id: TaskId) {
+        for tx in self.waiters.lock().unwrap().remove(&id).unwrap_or_default() {
+            let _ = tx.send(());
         }
     }
 
@@ -830,6 +872,25 @@ impl Cluster {
             let deleted: u64 = self.redis.invoke(&call, Idempotent::Yes).await.map_err(|e| self.unavailable(e))?;
             if deleted < BATCH as u64 {
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// Drops a waiter that stopped waiting (returned, or its caller went away)
+/// from the map, so tasks finished on other nodes leave nothing behind.
+struct Unwatch<'a> {
+    waiters: &'a Mutex<HashMap<TaskId, Vec<oneshot::Sender<()>>>>,
+    id: TaskId,
+}
+
+impl Drop for Unwatch<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().unwrap();
+        if let Some(list) = waiters.get_mut(&self.id) {
+            list.retain(|tx| !tx.is_closed());
+            if list.is_empty() {
+                waiters.remove(&self.id);
             }
         }
     }
