@@ -108,6 +108,20 @@ impl RedisServer {
         assert!(self.spawn(), "redis-server did not come back on {}", self.addr);
     }
 
+    /// A counter from the server's `INFO` (e.g. `total_reads_processed`),
+    /// read with `redis-cli` from the same Debian package.
+    pub fn info(&self, field: &str) -> u64 {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.addr.port().to_string(), "INFO", "all"])
+            .output()
+            .expect("redis-cli runs (scripts/setup.sh installs it with redis-server)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix(field).and_then(|v| v.strip_prefix(':')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("redis INFO has no counter {field}: {text}"))
+    }
+
     /// Whether the server process is running.
     pub fn running(&self) -> bool {
         self.child.is_some()

@@ -18,6 +18,8 @@ pub(crate) enum Idempotent {
 
 /// A pool of connections to one Redis server.
 pub(crate) struct RedisPool {
+    client: redis::Client,
+    timeout: Duration,
     pool: Vec<ConnectionManager>,
     next: AtomicUsize,
     server: String,
@@ -43,12 +45,23 @@ impl RedisPool {
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("cannot set up the connections to Redis at {server}: {e}"))?;
-        Ok(RedisPool { pool, next: AtomicUsize::new(0), server })
+        Ok(RedisPool { client, timeout: settings.response_timeout, pool, next: AtomicUsize::new(0), server })
     }
 
     /// The server, as errors name it: `host:port/db` (never a password).
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The client the pool's connections come from, for a connection of
+    /// another kind (a subscription).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// How long a call may wait for Redis to answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The next connection, round robin.

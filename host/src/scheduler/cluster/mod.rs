@@ -20,7 +20,7 @@
 mod scripts;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -61,8 +61,12 @@ impl ClusterConfig {
 }
 
 /// How long a node sleeps between looks at the queue when it found nothing
-/// (tasks submitted on other nodes are seen no later than this).
+/// and cannot hear the queue's wake-ups (its subscription is down).
 const POLL: Duration = Duration::from_millis(20);
+/// The same while subscribed: a wake-up comes when an agent's ready list
+/// stops being empty, and the housekeeping nudges the claimer whenever
+/// tasks wait, so this only bounds what a lost message can delay.
+const POLL_SUBSCRIBED: Duration = Duration::from_secs(1);
 /// How often a node does the housekeeping (due retries, expired leases, gauges).
 const MAINTAIN_EVERY: Duration = Duration::from_millis(200);
 /// How often finished tasks past retention are deleted.
@@ -101,6 +105,8 @@ pub(super) struct Cluster {
     /// Callers of `wait` on this node, by task: told when this node writes
     /// the task's final state (tasks finished elsewhere are polled for).
     waiters: Mutex<HashMap<TaskId, Vec<oneshot::Sender<()>>>>,
+    /// Whether this node is subscribed to the queue's wake-ups.
+    subscribed: AtomicBool,
 }
 
 /// A task this node took from the queue and marked running.
@@ -191,11 +197,13 @@ impl Cluster {
             trouble: Mutex::new(None),
             waiting: AtomicUsize::new(0),
             waiters: Mutex::new(HashMap::new()),
+            subscribed: AtomicBool::new(false),
         });
         let runtime = me.config.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
         runtime.spawn(me.clone().claimer(runtime.clone()));
         runtime.spawn(me.clone().heartbeat());
         runtime.spawn(me.clone().housekeeping());
+        runtime.spawn(me.clone().listen());
         tracing::info!(node = %me.node, redis = me.redis.server(), "the task queue is shared on Redis");
         Ok(me)
     }
@@ -494,9 +502,10 @@ impl Cluster {
                 }
                 Ok(None) => {
                     drop(permit);
+                    let poll = if self.subscribed.load(Ordering::Relaxed) { POLL_SUBSCRIBED } else { POLL };
                     tokio::select! {
                         _ = wake => {}
-                        _ = tokio::time::sleep(POLL) => {}
+                        _ = tokio::time::sleep(poll) => {}
                         _ = self.stop.cancelled() => return,
                     }
                 }
@@ -743,6 +752,50 @@ impl Cluster {
     fn tell_waiters(&self, id: TaskId) {
         for tx in self.waiters.lock().unwrap().remove(&id).unwrap_or_default() {
             let _ = tx.send(());
+        }
+    }
+
+    /// Listens for the queue's wake-ups (see `POLL_SUBSCRIBED`), and
+    /// subscribes again with backoff after the connection is lost; the
+    /// claimer looks at the queue often while this node is not subscribed.
+    async fn listen(self: Arc<Self>) {
+        let channel = format!("{}wake", self.prefix);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let subscribe = tokio::time::timeout(self.redis.timeout(), async {
+                let mut subscription = self.redis.client().get_async_pubsub().await?;
+                subscription.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(subscription)
+            });
+            let subscribed = tokio::select! {
+                subscribed = subscribe => subscribed,
+                _ = self.stop.cancelled() => return,
+            };
+            if let Ok(Ok(subscription)) = subscribed {
+                pause = Duration::from_millis(50);
+                self.subscribed.store(true, Ordering::Relaxed);
+                // A wake-up may have been missed while not subscribed.
+                self.wake.notify_one();
+                let mut messages = subscription.into_on_message();
+                loop {
+                    tokio::select! {
+                        message = futures::StreamExt::next(&mut messages) => match message {
+                            Some(_) => self.wake.notify_one(),
+                            None => break,
+                        },
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
+                self.subscribed.store(false, Ordering::Relaxed);
+                tracing::warn!(
+                    "lost the subscription to the queue's wake-ups; looking at the queue every {POLL:?} meanwhile"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
     }
 

@@ -14,6 +14,8 @@
 //!   `{queued ms}|{id}`, oldest first.
 //! - `turn:{prio}`: the agents with a non-empty ready list at that
 //!   priority, in turn order.
+//! - `ready`: how many entries the ready lists hold together (kept by the
+//!   scripts that push and pop them, and recounted by the housekeeping).
 //! - `running`: a hash agent → tasks held by nodes (the global cap).
 //! - `leases`: a sorted set id → lease expiry (ms).
 //! - `delayed`: a sorted set id → when its retry is due (ms).
@@ -23,6 +25,8 @@
 //! - `idem:{key}`: `{id}|{digest}`, with the key's time to live.
 //! - `agents`: a hash agent → `{component digest}|{node}` (who registered it).
 //! - `nodes`: a sorted set node → last heartbeat (ms).
+//! - `wake` (a channel): an agent's name, published when one of its ready
+//!   lists stops being empty; idle nodes subscribe to it.
 //!
 //! Keys are built in the scripts from the prefix: the queue runs on one
 //! Redis server (or a primary with replicas), not on Redis Cluster.
@@ -37,8 +41,13 @@ local function tkey(id) return P .. 't:' .. id end
 local function enqueue(id, lvl, agent, now)
   local q = P .. 'q:' .. lvl .. ':' .. agent
   local e = now .. '|' .. id
-  if redis.call('LLEN', q) == 0 then redis.call('RPUSH', P .. 'turn:' .. lvl, agent) end
+  if redis.call('LLEN', q) == 0 then
+    redis.call('RPUSH', P .. 'turn:' .. lvl, agent)
+    -- Idle nodes wait on this channel; busy ones look again by themselves.
+    redis.call('PUBLISH', P .. 'wake', agent)
+  end
   redis.call('RPUSH', q, e)
+  redis.call('INCR', P .. 'ready')
   redis.call('HSET', tkey(id), 'qe', e)
 end
 local function dequeue(id)
@@ -47,7 +56,7 @@ local function dequeue(id)
   local f = redis.call('HMGET', t, 'qe', 'prio', 'agent')
   if not f[1] then return end
   local q = P .. 'q:' .. f[2] .. ':' .. f[3]
-  redis.call('LREM', q, 1, f[1])
+  if redis.call('LREM', q, 1, f[1]) == 1 then redis.call('DECR', P .. 'ready') end
   if redis.call('LLEN', q) == 0 then redis.call('LREM', P .. 'turn:' .. f[2], 1, f[3]) end
   redis.call('HDEL', t, 'qe')
 end
@@ -75,8 +84,7 @@ if ARGV[9] ~= '' then
   local seen = redis.call('GET', P .. 'idem:' .. ARGV[9])
   if seen then return {'seen', seen} end
 end
-local waiting = redis.call('ZCARD', P .. 'delayed')
-for lvl = 0, 4 do waiting = waiting + depth(lvl) end
+local waiting = redis.call('ZCARD', P .. 'delayed') + tonumber(redis.call('GET', P .. 'ready') or '0')
 if waiting >= tonumber(ARGV[4]) then return {'full'} end
 redis.call('HSET', tkey(id), 'state', ARGV[5], 'input', ARGV[6], 'status', 'pending',
   'agent', ARGV[7], 'prio', ARGV[8], 'v', 1)
@@ -115,6 +123,7 @@ for _ = 1, 16 do
   local q, turn = P .. 'q:' .. lvl .. ':' .. agent, P .. 'turn:' .. lvl
   redis.call('LREM', turn, 1, agent)
   local e = redis.call('LPOP', q)
+  redis.call('DECR', P .. 'ready')
   if redis.call('LLEN', q) > 0 then redis.call('RPUSH', turn, agent) end
   local queued, id = string.match(e, '^(%d+)|(.+)$')
   local t = tkey(id)
@@ -227,8 +236,12 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIM
     redis.call('ZREM', P .. 'leases', id)
   end
 end
-local depths = {}
-for lvl = 0, 4 do depths[lvl + 1] = depth(lvl) end
+local depths, ready = {}, 0
+for lvl = 0, 4 do
+  depths[lvl + 1] = depth(lvl)
+  ready = ready + depths[lvl + 1]
+end
+redis.call('SET', P .. 'ready', ready)
 local running = 0
 for _, n in ipairs(redis.call('HVALS', P .. 'running')) do running = running + tonumber(n) end
 redis.call('ZREMRANGEBYSCORE', P .. 'nodes', '-inf', now - tonumber(ARGV[6]))
