@@ -57,19 +57,7 @@ fn throughput(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("node_throughput");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("floor_two_threads", |b| {
-        b.to_async(&rt).iter(|| async {
-            let halves = (0..2).map(|_| {
-                let floor = floor.clone();
-                tokio::spawn(async move {
-                    for _ in 0..BATCH / 2 {
-                        floor.run("x").await;
-                    }
-                })
-            });
-            join_all(halves).await;
-        })
-    });
+    group.bench_function("floor_two_threads", |b| b.to_async(&rt).iter(|| floor.run_on_two_threads(BATCH, "x")));
     group.bench_function("embedded_queue", |b| b.to_async(&rt).iter(|| batch(&embedded, BATCH)));
     group.bench_function("redis_queue", |b| b.to_async(&rt).iter(|| batch(&on_redis, BATCH)));
     group.finish();

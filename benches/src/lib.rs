@@ -84,6 +84,22 @@ impl Floor {
         FloorWarm { store, instance }
     }
 
+    /// `n` tasks on two threads at once (half each), each a store +
+    /// instantiate + call + drop: the floor of a batch's throughput.
+    pub async fn run_on_two_threads(self: &std::sync::Arc<Self>, n: usize, input: &'static str) {
+        let halves = (0..2).map(|_| {
+            let floor = self.clone();
+            tokio::spawn(async move {
+                for _ in 0..n / 2 {
+                    floor.run(input).await;
+                }
+            })
+        });
+        for half in halves.collect::<Vec<_>>() {
+            half.await.unwrap();
+        }
+    }
+
     /// Store + instantiate + call + drop.
     pub async fn run(&self, input: &str) -> String {
         let mut store =

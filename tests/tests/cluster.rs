@@ -27,12 +27,22 @@ fn node_config(dir: &Path, redis: &RedisServer, node: &str, extra: &str, sleeper
 }
 
 fn start_nodes(redis: &RedisServer, n: usize, extra: &str) -> (Vec<tempfile::TempDir>, Vec<DaemonProcess>) {
+    start_edited_nodes(redis, n, extra, |config| config)
+}
+
+/// [`start_nodes`], each node's config passed through `edit` first.
+fn start_edited_nodes(
+    redis: &RedisServer,
+    n: usize,
+    extra: &str,
+    edit: impl Fn(String) -> String,
+) -> (Vec<tempfile::TempDir>, Vec<DaemonProcess>) {
     let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes = dirs
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let config = node_config(d.path(), redis, &format!("node-{i}"), extra, artifacts::SLEEPER);
+            let config = edit(node_config(d.path(), redis, &format!("node-{i}"), extra, artifacts::SLEEPER));
             DaemonProcess::start(d.path(), &config)
         })
         .collect();
@@ -269,16 +279,8 @@ async fn an_agents_max_concurrency_holds_across_nodes() {
     let redis = RedisServer::start();
     // Three nodes of one worker each: three tasks could run at once, and
     // two at once needs two nodes.
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<DaemonProcess> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let config = node_config(d.path(), &redis, &format!("node-{i}"), "workers = 1", artifacts::SLEEPER)
-                .replace("max_concurrency = 48", "max_concurrency = 2");
-            DaemonProcess::start(d.path(), &config)
-        })
-        .collect();
+    let (_dirs, nodes) =
+        start_edited_nodes(&redis, 3, "workers = 1", |c| c.replace("max_concurrency = 48", "max_concurrency = 2"));
     let apis: Vec<Api> = nodes.iter().map(Api::new).collect();
     let apis: Vec<&Api> = apis.iter().collect();
     let ids = submit_all(&apis, (0..24).map(|_| json!({"agent": "sleeper", "input": "4x25"})).collect()).await;
@@ -364,16 +366,8 @@ async fn waiting_work_on_the_shared_queue_ages_past_fresher_higher_priorities() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shared_queue_refuses_past_max_queued_counting_every_nodes_tasks() {
     let redis = RedisServer::start();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes: Vec<DaemonProcess> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let config = node_config(d.path(), &redis, &format!("node-{i}"), "workers = 1", artifacts::SLEEPER)
-                .replace("max_queued = 20000", "max_queued = 4");
-            DaemonProcess::start(d.path(), &config)
-        })
-        .collect();
+    let (_dirs, nodes) =
+        start_edited_nodes(&redis, 2, "workers = 1", |c| c.replace("max_queued = 20000", "max_queued = 4"));
     let apis: Vec<Api> = nodes.iter().map(Api::new).collect();
     // One long task on each node holds its only worker.
     let long = json!({"agent": "sleeper", "input": "600x100"});
