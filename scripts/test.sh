@@ -19,7 +19,13 @@ cargo build --release --locked --bin chimera
 # The SDK packages and builds as it would be published (its WIT inside it).
 (cd guest-sdk && cargo package --quiet --allow-dirty --target-dir ../target/sdk-package)
 cargo bench --locked -p chimera-benches -- --test
+# The fuzz targets (host/src/fuzzing) run a minute each and report here.
+export CHIMERA_FUZZ_SECONDS="${CHIMERA_FUZZ_SECONDS:-60}"
+export CHIMERA_FUZZ_REPORT="$PWD/target/fuzz-report.txt"
+rm -f "$CHIMERA_FUZZ_REPORT"
 cargo test --release --locked --workspace
+echo "==> fuzz targets"
+cat "$CHIMERA_FUZZ_REPORT"
 for example in embed policy-in-code custom-capability scheduler; do
   echo "==> example $example"
   cargo run --release --locked -q -p chimera-examples --bin "$example"

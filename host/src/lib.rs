@@ -41,6 +41,8 @@ mod cpu;
 mod engine;
 pub mod error;
 mod features;
+#[cfg(test)]
+mod fuzzing;
 mod guest_args;
 mod host;
 #[cfg(feature = "daemon")]

@@ -16,6 +16,8 @@
 //! counted in the task's `http_bytes_sent`.
 
 mod audit;
+#[cfg(test)]
+mod fuzz;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -374,11 +376,12 @@ impl HttpAccess {
     /// Finds the rule allowing `method url` (the first that matches, in
     /// policy order), or says why none does.
     fn authorize(&self, method: Method, url: &Url) -> Result<&Rule, Refusal> {
-        let host = match url.host() {
-            Some(Host::Domain(d)) => d.to_ascii_lowercase(),
-            Some(Host::Ipv4(ip)) => ip.to_string(),
-            Some(Host::Ipv6(ip)) => format!("[{ip}]"),
-            None => return Err(("invalid-request", HttpError::InvalidRequest("the URL has no host".into()))),
+        // An address is written as the URL parser writes it, as the
+        // rule's own was (`[::ffff:7f00:1]`, never `[::ffff:127.0.0.1]`).
+        let host = match (url.host(), url.host_str()) {
+            (Some(Host::Domain(d)), _) => d.to_ascii_lowercase(),
+            (Some(_), Some(literal)) => literal.to_string(),
+            _ => return Err(("invalid-request", HttpError::InvalidRequest("the URL has no host".into()))),
         };
         let rule = self.rules.iter().find(|r| r.pattern.matches(url, &host) && r.methods.contains(&method));
         let rule = rule.ok_or_else(|| {
