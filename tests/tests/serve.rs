@@ -376,3 +376,57 @@ async fn the_daemon_keeps_answering_while_agents_abuse_host_calls() {
     }
     assert!(overlapped, "no probe ran while the agents did");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_answers_each_submission_in_order_with_its_id_or_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = one_worker_daemon(dir.path(), "");
+    let api = Api::new(&daemon);
+    let first = api.submit_ok(json!({"agent": "a", "input": r#"{"key":"k1"}"#, "idempotency_key": "once"})).await;
+    let tasks = json!([
+        {"agent": "a", "input": r#"{"key":"b1"}"#},
+        {"agent": "nobody"},
+        {"agent": "b", "input": r#"{"key":"b2"}"#, "max_attempts": 0},
+        {"agent": "a", "input": r#"{"key":"other"}"#, "idempotency_key": "once"},
+        {"agent": "b", "input": r#"{"key":"b3"}"#, "priority": "high"},
+    ]);
+    let (code, answer) = api.submit_batch(json!({ "tasks": tasks })).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!((answer["accepted"].as_u64(), answer["refused"].as_u64()), (Some(2), Some(3)), "{answer}");
+    let each = answer["tasks"].as_array().unwrap();
+    assert_eq!(each.len(), 5);
+    assert_eq!(
+        each[1],
+        json!({"code": 404, "error": "unknown agent `nobody`; GET /v1/agents lists the agents this host runs"})
+    );
+    assert_eq!(each[2], json!({"code": 400, "error": "max_attempts must be between 1 and 100, not 0"}));
+    assert_eq!(each[3]["code"], 409, "{answer}");
+    assert!(each[3]["error"].as_str().unwrap().contains(&first), "{answer}");
+    // The accepted ones run as if sent alone.
+    for i in [0, 4] {
+        assert_eq!(each[i]["status"], "pending");
+        let t = api.wait_final(each[i]["id"].as_str().unwrap()).await;
+        assert_eq!(t["status"], "completed", "{t}");
+    }
+    assert_eq!(api.task(each[4]["id"].as_str().unwrap()).await["priority"], "high");
+
+    // Bounded: an empty batch, one past 1,000 tasks, and a body that is not one.
+    for (body, message) in [
+        (json!({"tasks": []}), "a batch holds 1 to 1000 tasks, not 0; send more batches"),
+        (
+            json!({"tasks": vec![json!({"agent": "a"}); 1001]}),
+            "a batch holds 1 to 1000 tasks, not 1001; send more batches",
+        ),
+    ] {
+        let (code, answer) = api.submit_batch(body).await;
+        assert_eq!((code, answer["error"].as_str()), (400, Some(message)));
+    }
+    let (code, answer) = api.submit_batch(json!({"task": []})).await;
+    assert_eq!(code, 422, "{answer}");
+    // 1,000 tasks in one request, each with a 4 KiB input: more than one
+    // submission's body limit, within the batch's.
+    let big = "x".repeat(4096);
+    let many = vec![json!({"agent": "a", "input": format!("{{\"key\":\"{big}\"}}")}); 1000];
+    let (code, answer) = api.submit_batch(json!({ "tasks": many })).await;
+    assert_eq!((code, answer["accepted"].as_u64()), (200, Some(1000)), "{}", answer["tasks"][0]);
+}
