@@ -352,7 +352,6 @@ impl Daemon {
             self.scheduler.agents().iter().map(|e| e.agent.policy().limits.max_input_bytes).max().unwrap_or(1 << 20);
         let router = Router::new()
             .route("/v1/tasks", get(list).post(submit))
-            .route("/v1/tasks/batch", axum::routing::post(submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)))
             .route("/v1/tasks/{id}", get(status).delete(cancel))
             .route("/v1/tasks/{id}/logs", get(logs))
             .route("/v1/agents", get(agents))
@@ -596,72 +595,23 @@ async fn submit(State(api): Api, who: Who, body: Result<Json<Submission>, JsonRe
     match api.scheduler.submit(submission).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(Accepted { id, status: "pending" })).into_response(),
         Err(e) => {
-            let status = submit_status(&e);
+            let status = match &e {
+                SubmitError::UnknownAgent(_) => StatusCode::NOT_FOUND,
+                SubmitError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                SubmitError::BadAttempts(_) | SubmitError::BadDeadline(_) | SubmitError::BadIdempotencyKey(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                SubmitError::IdempotencyConflict { .. } | SubmitError::AgentMismatch(_) => StatusCode::CONFLICT,
+                SubmitError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                // The journal cannot be written (a full disk...): worth retrying.
+                SubmitError::ShuttingDown | SubmitError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
             if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
                 return retry_later(status, e, api.retry_after_s);
             }
             error(status, e)
         }
     }
-}
-
-/// The HTTP status a refused submission is answered with.
-fn submit_status(e: &SubmitError) -> StatusCode {
-    match e {
-        SubmitError::UnknownAgent(_) => StatusCode::NOT_FOUND,
-        SubmitError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        SubmitError::BadAttempts(_) | SubmitError::BadDeadline(_) | SubmitError::BadIdempotencyKey(_) => {
-            StatusCode::BAD_REQUEST
-        }
-        SubmitError::IdempotencyConflict { .. } | SubmitError::AgentMismatch(_) => StatusCode::CONFLICT,
-        SubmitError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-        // The journal cannot be written (a full disk...): worth retrying.
-        SubmitError::ShuttingDown | SubmitError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-/// Most tasks in one `POST /v1/tasks/batch`.
-pub const MAX_BATCH: usize = 1000;
-/// Largest body of a batch submission, in bytes.
-pub const MAX_BATCH_BYTES: usize = 16 << 20;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Batch {
-    tasks: Vec<Submission>,
-}
-
-/// `POST /v1/tasks/batch`: up to [`MAX_BATCH`] submissions in one request,
-/// each answered in order with its id or its error (and that error's HTTP
-/// status), as `POST /v1/tasks` would have answered it alone.
-async fn submit_batch(State(api): Api, who: Who, body: Result<Json<Batch>, JsonRejection>) -> Response {
-    if let Err(e) = who.require(Scope::Submit) {
-        return error(StatusCode::FORBIDDEN, e);
-    }
-    let Json(batch) = match body {
-        Ok(b) => b,
-        Err(rejection) => return error(rejection.status(), rejection.body_text()),
-    };
-    let n = batch.tasks.len();
-    if n == 0 || n > MAX_BATCH {
-        let why = format!("a batch holds 1 to {MAX_BATCH} tasks, not {n}; send more batches");
-        return error(StatusCode::BAD_REQUEST, why);
-    }
-    let submits = batch.tasks.into_iter().map(|mut submission| {
-        submission.owner = who.name.clone();
-        api.scheduler.submit(submission)
-    });
-    // Submitted together, so their journal records commit together.
-    let results = futures::future::join_all(submits).await;
-    let accepted = results.iter().filter(|r| r.is_ok()).count();
-    let answers: Vec<serde_json::Value> = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(id) => json!({ "id": id, "status": "pending" }),
-            Err(e) => json!({ "error": e.to_string(), "code": submit_status(&e).as_u16() }),
-        })
-        .collect();
-    Json(json!({ "accepted": accepted, "refused": n - accepted, "tasks": answers })).into_response()
 }
 
 fn parse_id(raw: &str) -> Result<TaskId, String> {

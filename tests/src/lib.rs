@@ -379,12 +379,6 @@ impl Api {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
-    /// POST /v1/tasks/batch; returns (status code, JSON body).
-    pub async fn submit_batch(&self, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.http.post(format!("{}/v1/tasks/batch", self.base)).json(&body).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-
     /// POST /v1/tasks, expecting acceptance; returns the task id.
     pub async fn submit_ok(&self, body: serde_json::Value) -> String {
         let (code, answer) = self.submit(body).await;
