@@ -301,9 +301,7 @@ async fn the_shared_queue_runs_priorities_first_and_agents_in_turn() {
     let api = Api::new(&nodes[0]);
     // A task that holds the only worker until it is cancelled.
     let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "600x100"})).await;
-    while api.task(&blocker).await["status"] != "running" {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    api.wait_running(&blocker).await;
     let submit = |agent: &str, priority: &str| {
         let input = if agent == "echo" { "{\"text\":\"e\"}" } else { "1x1" };
         json!({"agent": agent, "input": input, "priority": priority})
@@ -338,9 +336,7 @@ async fn waiting_work_on_the_shared_queue_ages_past_fresher_higher_priorities() 
     let (_dirs, nodes) = start_nodes(&redis, 1, "workers = 1\naging_ms = 100");
     let api = Api::new(&nodes[0]);
     let blocker = api.submit_ok(json!({"agent": "sleeper", "input": "600x100"})).await;
-    while api.task(&blocker).await["status"] != "running" {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    api.wait_running(&blocker).await;
     let task = |priority: &str| json!({"agent": "sleeper", "input": "1x1", "priority": priority});
     // Background work waits 1.2 s: twelve levels gained, more than the four
     // between background and critical.
@@ -373,9 +369,7 @@ async fn the_shared_queue_refuses_past_max_queued_counting_every_nodes_tasks() {
     let long = json!({"agent": "sleeper", "input": "600x100"});
     let blockers = [apis[0].submit_ok(long.clone()).await, apis[1].submit_ok(long.clone()).await];
     for id in &blockers {
-        while apis[0].task(id).await["status"] != "running" {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        apis[0].wait_running(id).await;
     }
     // Four waiting tasks, two through each node, fill the shared queue.
     let short = json!({"agent": "sleeper", "input": "1x1"});
@@ -414,13 +408,7 @@ async fn idle_nodes_wait_for_the_queues_wake_ups_and_a_task_reaches_the_one_with
     // node-0's worker is busy: a task submitted to it wakes node-1, which runs it.
     let blocker = apis[0].submit_ok(json!({"agent": "sleeper", "input": "600x100"})).await;
     let on = |t: &Value| nodes_of(t).first().map(|(n, _)| n.clone());
-    loop {
-        let t = apis[0].task(&blocker).await;
-        if t["status"] == "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    apis[0].wait_running(&blocker).await;
     let running_on = on(&apis[0].task(&blocker).await).unwrap();
     let (busy, free) = if running_on == "node-0" { (0, 1) } else { (1, 0) };
     let id = apis[busy].submit_ok(json!({"agent": "echo", "input": "{\"text\":\"x\"}"})).await;
@@ -487,9 +475,7 @@ async fn retries_back_off_dead_letters_and_deadlines_hold_on_the_shared_queue() 
     // A deadline that passes while the task runs stops it; one that passes
     // while it waits (sleeper's cap is one, cluster-wide) means it never runs.
     let running = apis[0].submit_ok(json!({"agent": "sleeper", "input": "100x100", "deadline_ms": 1500})).await;
-    while apis[1].task(&running).await["status"] != "running" {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    apis[1].wait_running(&running).await;
     let waiting = apis[1].submit_ok(json!({"agent": "sleeper", "input": "1x1", "deadline_ms": 200})).await;
     for (id, attempts) in [(&running, 1), (&waiting, 0)] {
         let t = apis[0].wait_final(id).await;
