@@ -48,6 +48,26 @@ step "http-fetch: a URL outside its policy is denied by the host" \
 printf '[capabilities.logging]\n\n[[capabilities.outbound_http.allow]]\nurl = "http://localhost:8787/"\nmethods = ["GET"]\n' > target/demo-dns.toml
 step "http-fetch: a rule for localhost without allow_private: the name resolves to loopback, so the host refuses after DNS" \
   $chimera run $agents/http_fetch.wasm --policy target/demo-dns.toml --input '{"url":"http://localhost:8787/index.txt"}'
+if [ -n "$server_pid" ]; then
+  # A local API that wants a key: 200 when the request carries it, 401 otherwise (never echoing it).
+  export DEMO_API_KEY="demo-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+  python3 -c '
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == "Bearer " + os.environ["DEMO_API_KEY"]
+        body = b"authorized: the request carried the key" if ok else b"no key"
+        self.send_response(200 if ok else 401); self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *args): pass
+http.server.HTTPServer(("127.0.0.1", 8788), H).serve_forever()' &
+  api_pid=$!
+  trap 'kill $server_pid $api_pid 2>/dev/null || true' EXIT
+  sleep 1
+  step "api-call: the host adds the API key from a secret (\$DEMO_API_KEY) to the one rule's requests; the agent never sees it" \
+    $chimera run $agents/api_call.wasm --policy sample-agents/api-call/policy.toml --secret demo-api-key=env:DEMO_API_KEY --input '{"path":"/v1/whoami"}'
+  step "api-call without the secret defined: refused at load, naming the secret" \
+    $chimera run $agents/api_call.wasm --policy sample-agents/api-call/policy.toml --input '{"path":"/v1/whoami"}'
+fi
 step "http-fetch without a policy: refused at load, naming the import" \
   $chimera run $agents/http_fetch.wasm --input '{"url":"http://127.0.0.1:8787/"}'
 step "audit: an agent that reads /etc/passwd imports wasi:filesystem and is refused before it runs" \
@@ -89,7 +109,7 @@ echo "==> chimera serve: the daemon runs the agents of chimera.toml; chimera sub
 port=7979
 $chimera serve --config chimera.toml --listen 127.0.0.1:$port 2>target/demo-serve.log &
 serve_pid=$!
-trap 'kill $serve_pid 2>/dev/null || true; kill $server_pid 2>/dev/null || true' EXIT
+trap 'kill $serve_pid 2>/dev/null || true; kill $server_pid ${api_pid:-} 2>/dev/null || true' EXIT
 for _ in $(seq 600); do
   python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=1)" 2>/dev/null && break
   sleep 0.1

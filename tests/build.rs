@@ -34,7 +34,17 @@ fn main() {
     for (workspace, crates) in [
         (
             "sample-agents",
-            &["echo", "word-count", "kv-counter", "http-fetch", "flaky", "passthrough", "geo-lookup", "text-report"][..],
+            &[
+                "echo",
+                "word-count",
+                "kv-counter",
+                "http-fetch",
+                "flaky",
+                "passthrough",
+                "geo-lookup",
+                "text-report",
+                "api-call",
+            ][..],
         ),
         (
             "attack-components",

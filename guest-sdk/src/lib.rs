@@ -15,6 +15,7 @@
 //! SDK does the JSON. Build with `cargo build --target wasm32-wasip2 --release`;
 //! the component imports only the capabilities the code calls.
 
+pub mod config;
 pub mod http;
 pub mod kv;
 pub mod log;

@@ -59,6 +59,9 @@ pub struct HostConfig {
     /// `/etc/hosts`, for this host's outbound HTTP only). The addresses are
     /// vetted against the policy like any other.
     pub dns_overrides: HashMap<String, Vec<IpAddr>>,
+    /// Secrets the host adds to agents' outbound requests where their
+    /// policies say (`secret_headers`); agents never read them.
+    pub secrets: crate::secrets::Secrets,
 }
 
 impl Default for HostConfig {
@@ -74,6 +77,7 @@ impl Default for HostConfig {
             epoch_tick: Duration::from_millis(5),
             keep_resident_bytes: 2 << 20,
             dns_overrides: HashMap::new(),
+            secrets: crate::secrets::Secrets::default(),
             cache_compiled: true,
             compile_cache_dir: None,
             metrics: true,

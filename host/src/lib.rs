@@ -57,6 +57,7 @@ pub mod policy;
 mod report;
 mod runner;
 pub mod scheduler;
+pub mod secrets;
 #[cfg(feature = "daemon")]
 pub mod server;
 pub mod storage;
@@ -80,6 +81,7 @@ pub use metrics::Metrics;
 pub use policy::{Policy, PolicyBuilder};
 pub use report::{RunOptions, TaskReport};
 pub use scheduler::{Priority, Queued, ReadyQueue, Scheduler, SchedulerConfig, Submission, TaskRecord, TaskStatus};
+pub use secrets::Secrets;
 pub use task_data::TaskData;
 pub use usage::ResourceUsage;
 pub use warm::WarmInstance;

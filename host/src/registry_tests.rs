@@ -34,7 +34,7 @@ fn every_interface_in_wit_belongs_to_exactly_one_capability() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 4, "logging, kv, outbound-http, tasks");
+    assert_eq!(seen, 5, "logging, kv, outbound-http, tasks, config");
     // And no two capabilities claim one interface (the registry refuses that too).
     let mut claimed = BTreeMap::new();
     for (cap, _, ifaces) in registry.capabilities() {

@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::scheduler::{
     AgentChanges, AgentEntry, CancelError, Retention, Scheduler, SchedulerConfig, Submission, SubmitError, TaskId,
     TaskQuery,
 };
+use crate::secrets::{SecretSource, Secrets};
 use crate::storage::{StorageBackend, StorageSection, REDIS_URL_ENV};
 use crate::{Host, HostBuilder, Policy};
 
@@ -52,6 +54,10 @@ pub struct ServeConfig {
     /// Where the agents' KV data is kept.
     #[serde(default)]
     pub storage: StorageSection,
+    /// Secrets by name, each read from an environment variable or a file
+    /// when the daemon starts; policies name them in `secret_headers`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
     /// The agents to run.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -148,6 +154,9 @@ impl ServeConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = config.data_dir.map(|d| base.join(d));
         config.auth.tokens_file = config.auth.tokens_file.map(|f| base.join(f));
+        for source in config.secrets.values_mut() {
+            source.file = source.file.as_ref().map(|f| base.join(f));
+        }
         for a in &mut config.agents {
             a.component = base.join(&a.component);
             a.policy = a.policy.as_ref().map(|p| base.join(p));
@@ -184,6 +193,11 @@ impl ServeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The secrets `[secrets]` names, read now from the environment and files.
+    pub fn read_secrets(&self) -> Result<Secrets, String> {
+        Secrets::read(&self.secrets, Path::new(".")).map_err(|e| e.to_string())
     }
 
     /// Where the agents' KV data is kept: `[storage]`, with
@@ -289,8 +303,9 @@ impl Daemon {
 
     /// [`Daemon::start`] with the capabilities `extend` adds to the host.
     pub fn start_with(config: &ServeConfig, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Daemon, String> {
-        let host_config = config.host_config();
+        let mut host_config = config.host_config();
         config.validate()?;
+        host_config.secrets = config.read_secrets()?;
         let tokens = Tokens::load(&config.auth, Path::new("."))?.map(Arc::new);
         let host = Arc::new(extend(Host::builder(host_config)).build().map_err(|e| e.to_string())?);
         host.open_storage().map_err(|e| e.to_string())?;

@@ -3,12 +3,14 @@
 //
 // Input  {"key": "visits", "by": 1}  ->  {"key": "visits", "count": N}
 // Input  {"list": true}              ->  {"counters": [["visits", N], ...]}
+// Input  {"settings": true}          ->  {"settings": [["key", "value"], ...]} (from the policy)
 //
-// Grants needed: logging, kv. Built by ComponentizeJS with every WASI feature
-// disabled, so it imports only chimera:agent/logging and chimera:agent/kv.
+// Grants needed: logging, kv (its settings, `config`, need none). Built by
+// ComponentizeJS with clocks, randomness and stdio on and HTTP off.
 
 import { log } from 'chimera:agent/logging@0.1.0';
 import * as kv from 'chimera:agent/kv@0.1.0';
+import * as config from 'chimera:agent/config@0.1.0';
 
 const PREFIX = 'counter/';
 
@@ -35,6 +37,9 @@ export function run(input) {
   } catch (e) {
     throw fail(`input is not JSON: ${e.message}`);
   }
+  if (req.settings) {
+    return JSON.stringify({ settings: config.getAll() });
+  }
   if (req.list) {
     const counters = [];
     let cursor;
@@ -51,7 +56,7 @@ export function run(input) {
   if (typeof req.key !== 'string' || req.key === '') {
     throw fail('give a "key" to count, or "list": true');
   }
-  const count = kvCall('increment', kv.increment, PREFIX + req.key, BigInt(req.by ?? 1));
+  const count = kvCall('increment', kv.increment, PREFIX + req.key, BigInt(req.by ?? config.get('default_step') ?? 1));
   log('info', `counter ${req.key} is now ${count}`, [['key', req.key]]);
   return JSON.stringify({ key: req.key, count: Number(count) });
 }

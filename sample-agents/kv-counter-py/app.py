@@ -3,6 +3,7 @@
 
 Input  {"key": "visits", "by": 1}  ->  {"key": "visits", "count": N}
 Input  {"list": true}              ->  {"counters": [["visits", N], ...]}
+Input  {"settings": true}          ->  {"settings": [["key", "value"], ...]} (from the policy)
 
 Grants needed: logging, kv. Built by componentize-py, which imports
 wasi:filesystem and wasi:sockets whatever the code does: the policy links
@@ -13,7 +14,7 @@ import json
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import kv, logging
+from wit_world.imports import config, kv, logging
 
 PREFIX = "counter/"
 
@@ -38,6 +39,8 @@ class WitWorld(wit_world.WitWorld):
             req = json.loads(input)
         except ValueError as e:
             raise fail(f"input is not JSON: {e}")
+        if req.get("settings"):
+            return json.dumps({"settings": [list(pair) for pair in config.get_all()]})
         if req.get("list"):
             counters = []
             cursor = None
@@ -53,7 +56,7 @@ class WitWorld(wit_world.WitWorld):
         key = req.get("key")
         if not isinstance(key, str) or not key:
             raise fail('give a "key" to count, or "list": true')
-        by = req.get("by", 1)
+        by = req.get("by", int(config.get("default_step") or 1))
         count = kv_call("increment", kv.increment, PREFIX + key, by)
         logging.log(logging.Level.INFO, f"counter {key} is now {count}", [("key", key)])
         return json.dumps({"key": key, "count": count})

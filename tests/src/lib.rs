@@ -245,24 +245,44 @@ pub struct DaemonProcess {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     config: PathBuf,
+    env: Vec<(String, String)>,
+    stderr: Arc<std::sync::Mutex<String>>,
 }
 
 impl DaemonProcess {
     /// Writes `config` (TOML, without `listen`) as `dir/chimera.toml` and
     /// starts the daemon on an ephemeral loopback port.
     pub fn start(dir: &Path, config: &str) -> DaemonProcess {
-        let path = dir.join("chimera.toml");
-        std::fs::write(&path, config).unwrap();
-        Self::spawn(path)
+        Self::start_env(dir, config, &[])
     }
 
-    fn spawn(config: PathBuf) -> DaemonProcess {
+    /// [`Self::start`] with extra environment variables for the daemon.
+    pub fn start_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> DaemonProcess {
+        let path = dir.join("chimera.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::spawn(path, env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    /// Everything the daemon has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn spawn(config: PathBuf, env: Vec<(String, String)>) -> DaemonProcess {
         use std::io::BufRead;
-        let mut child = serve_command(&config, "127.0.0.1:0").spawn().expect("chimera serve starts");
+        let mut command = serve_command(&config, "127.0.0.1:0");
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = command.spawn().expect("chimera serve starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let kept = Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = kept.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut all = keep.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+                drop(all);
                 if let Some(url) = line.split(" on ").nth(1).filter(|_| line.starts_with("chimera serving")) {
                     let _ = tx.send(Ok(url.to_string()));
                 } else if line.starts_with("error") {
@@ -275,7 +295,7 @@ impl DaemonProcess {
             Ok(Err(line)) => panic!("chimera serve failed: {line}"),
             Err(_) => panic!("chimera serve did not report its address"),
         };
-        DaemonProcess { child, url, config }
+        DaemonProcess { child, url, config, env, stderr: kept }
     }
 
     /// Kills the daemon with SIGKILL (a crash) and starts it again on the
@@ -304,7 +324,7 @@ impl DaemonProcess {
 
     /// Starts it again on the same config and data directory (after [`Self::kill`] or [`Self::terminate`]).
     pub fn restart(&mut self) {
-        *self = Self::spawn(self.config.clone());
+        *self = Self::spawn(self.config.clone(), self.env.clone());
     }
 
     /// Sends SIGTERM and waits for the daemon to exit.

@@ -24,7 +24,8 @@ async fn js_kv_counter_imports_its_capabilities_and_the_wasi_baseline_and_counts
     let of = |prefix: &str| -> Vec<Verdict> {
         imports.iter().filter(|(i, _)| i.starts_with(prefix)).map(|(_, v)| *v).collect()
     };
-    assert_eq!(of("chimera:"), [Verdict::Granted, Verdict::Granted], "{imports:?}");
+    assert_eq!(of("chimera:"), [Verdict::Granted; 3], "{imports:?}");
+    assert_eq!(of("chimera:agent/config@"), [Verdict::Granted]);
     assert_eq!(of("chimera:agent/logging@"), [Verdict::Granted]);
     assert_eq!(of("chimera:agent/kv@"), [Verdict::Granted]);
     assert!(!of("wasi:filesystem/").is_empty() && of("wasi:filesystem/").iter().all(|v| *v == Verdict::Inert));
@@ -37,6 +38,10 @@ async fn js_kv_counter_imports_its_capabilities_and_the_wasi_baseline_and_counts
     assert_eq!(second.outcome, Ok(r#"{"key":"visits","count":42}"#.to_string()));
     let line = second.logs.iter().find(|l| l.message == "counter visits is now 42").expect("the agent logged");
     assert_eq!(line.fields, vec![("key".to_string(), "visits".to_string())]);
+    // Its settings come from the policy through `config`.
+    let settings = host.run(&agent, r#"{"settings":true}"#).await;
+    assert_eq!(settings.outcome, Ok(r#"{"settings":[["default_step","1"]]}"#.to_string()));
+    assert_eq!(settings.usage.calls("config"), 1);
     let all = host.run(&agent, r#"{"list":true}"#).await;
     assert_eq!(all.outcome, Ok(r#"{"counters":[["visits",42]]}"#.to_string()));
 

@@ -48,6 +48,10 @@ async fn python_kv_counter_counts_logs_and_reports_store_errors() {
     assert_eq!(second.usage.calls("kv"), 1);
     let all = host.run(&agent, r#"{"list":true}"#).await;
     assert_eq!(all.outcome, Ok(r#"{"counters": [["visits", 42]]}"#.to_string()));
+    // Its settings come from the policy through `config`.
+    let settings = host.run(&agent, r#"{"settings":true}"#).await;
+    assert_eq!(settings.outcome, Ok(r#"{"settings": [["default_step", "1"]]}"#.to_string()));
+    assert_eq!(settings.usage.calls("config"), 1);
 
     // The store's typed errors reach Python as exceptions and come back as the agent's error.
     let long_key = "k".repeat(130);

@@ -34,6 +34,9 @@ pub struct DeploymentAudit {
     pub chains: Vec<CallChainBound>,
     /// KV namespaces granted to more than one agent.
     pub shared_namespaces: Vec<SharedNamespace>,
+    /// Each secret the config defines or a policy names: where its value
+    /// comes from (never the value) and where agents' rules send it.
+    pub secrets: Vec<SecretUse>,
     /// Warnings about the deployment as a whole (each agent's own are in its audit).
     pub warnings: Vec<AuditWarning>,
     /// What keeps the deployment from starting: refused agents, pin mismatches.
@@ -139,8 +142,23 @@ pub struct SharedNamespace {
     pub agents: Vec<(String, bool)>,
 }
 
+/// One secret of a deployment.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct SecretUse {
+    /// Its name.
+    pub secret: String,
+    /// `env VARIABLE`, `file PATH`, or `not defined` (the daemon refuses
+    /// the agents that name it).
+    pub source: String,
+    /// Each rule that adds it: `agent: Header to URL`.
+    pub sent_by: Vec<String>,
+}
+
 /// What the deployment audit knows of one agent, for the call graph.
 struct Node {
+    /// The secrets its outbound-http rules add: (secret, `Header to URL`).
+    secrets: Vec<(String, String)>,
     policy: Policy,
     digest: String,
     /// Its `tasks` grant, when it imports `tasks` and is granted it.
@@ -218,6 +236,7 @@ pub fn audit_deployment(host: &Host, config: &ServeConfig) -> DeploymentAudit {
             ),
         ));
     }
+    let secrets = secret_uses(config, &nodes, &mut warnings, &mut problems);
     let shared_namespaces = shared_namespaces(&agents, &nodes);
     for s in &shared_namespaces {
         let names: Vec<&str> = s.agents.iter().map(|(n, _)| n.as_str()).collect();
@@ -240,10 +259,53 @@ pub fn audit_deployment(host: &Host, config: &ServeConfig) -> DeploymentAudit {
         calls,
         chains,
         shared_namespaces,
+        secrets,
         warnings,
         problems,
         runnable,
     }
+}
+
+/// Where each secret comes from and goes; a secret named but not defined
+/// is a problem (the daemon would refuse), one defined but never sent a warning.
+fn secret_uses(
+    config: &ServeConfig,
+    nodes: &HashMap<String, Node>,
+    warnings: &mut Vec<AuditWarning>,
+    problems: &mut Vec<String>,
+) -> Vec<SecretUse> {
+    let mut uses: BTreeMap<String, Vec<String>> = config.secrets.keys().map(|k| (k.clone(), Vec::new())).collect();
+    for a in &config.agents {
+        for (secret, rule) in nodes.get(&a.name).map_or(&[][..], |n| &n.secrets[..]) {
+            uses.entry(secret.clone()).or_default().push(format!("{}: {rule}", a.name));
+            if !config.secrets.contains_key(secret) {
+                problems.push(format!(
+                    "agent `{}` adds secret `{secret}` ({rule}), which the config's [secrets] does not define",
+                    a.name
+                ));
+            }
+        }
+    }
+    uses.into_iter()
+        .map(|(secret, sent_by)| {
+            let source = match config.secrets.get(&secret) {
+                Some(s) => match (&s.env, &s.file) {
+                    (Some(var), _) => format!("env {var}"),
+                    (None, Some(file)) => format!("file {}", file.display()),
+                    (None, None) => "no source".to_string(),
+                },
+                None => "not defined".to_string(),
+            };
+            if sent_by.is_empty() {
+                warnings.push(AuditWarning::new(
+                    "unused-secret",
+                    format!("secrets.{secret}"),
+                    format!("the secret `{secret}` is defined but no agent's rule adds it: remove it from [secrets]"),
+                ));
+            }
+            SecretUse { secret, source, sent_by }
+        })
+        .collect()
 }
 
 fn audit_agent(host: &Host, a: &AgentConfig, problems: &mut Vec<String>) -> (DeployedAgent, Option<Node>) {
@@ -315,16 +377,20 @@ fn audit_agent(host: &Host, a: &AgentConfig, problems: &mut Vec<String>) -> (Dep
         report.imports.iter().any(|d| d.verdict == Verdict::Granted && d.policy_section.as_deref() == Some(&header))
     };
     let calls = if imports("capabilities.tasks") { policy.grant::<TasksGrant>().ok().flatten() } else { None };
-    let requests = if imports("capabilities.outbound_http") {
-        policy.grant::<HttpGrant>().ok().flatten().map_or(0, |g| g.max_requests.into())
-    } else {
-        0
-    };
+    let http = if imports("capabilities.outbound_http") { policy.grant::<HttpGrant>().ok().flatten() } else { None };
+    let requests = http.as_ref().map_or(0, |g| g.max_requests.into());
+    let secrets = http
+        .iter()
+        .flat_map(|g| &g.allow)
+        .flat_map(|rule| {
+            rule.secret_headers.iter().map(move |h| (h.secret.clone(), format!("{} to {}", h.name, rule.url)))
+        })
+        .collect();
     if !report.runnable {
         problems.push(format!("agent `{}` is refused (see its audit)", a.name));
     }
     deployed.audit = Some(report);
-    (deployed, Some(Node { policy, digest, calls, requests }))
+    (deployed, Some(Node { secrets, policy, digest, calls, requests }))
 }
 
 /// The namespaces more than one agent is granted (through an import of kv).

@@ -2,6 +2,7 @@
 //! host functions and per-task state. They register through the same
 //! [`Registry`] an integrator's capability does.
 
+pub mod agent_config;
 pub mod kv;
 pub mod logging;
 pub mod outbound_http;
@@ -19,8 +20,8 @@ static BUILTINS: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| {
 });
 
 impl Registry {
-    /// The built-in capabilities: logging, kv, outbound-http, tasks and the
-    /// WASI baseline (with default settings; a host's own registry is
+    /// The built-in capabilities: logging, kv, outbound-http, tasks, config
+    /// and the WASI baseline (with default settings; a host's own registry is
     /// built from its configuration).
     pub fn builtins() -> &'static Registry {
         &BUILTINS
@@ -28,8 +29,8 @@ impl Registry {
 }
 
 /// Adds the built-in capabilities to `registry`: logging, kv,
-/// outbound-http (resolving the host's DNS overrides), tasks (calling
-/// agents through `caller`) and the WASI baseline.
+/// outbound-http (resolving the host's DNS overrides, adding its secrets),
+/// tasks (calling agents through `caller`), config and the WASI baseline.
 pub(crate) fn register_builtins(
     registry: &mut Registry,
     config: &HostConfig,
@@ -38,8 +39,9 @@ pub(crate) fn register_builtins(
     registry
         .register(logging::Logging)?
         .register(kv::Kv)?
-        .register(outbound_http::OutboundHttp::new(config.dns_overrides.clone()))?
+        .register(outbound_http::OutboundHttp::new(config.dns_overrides.clone()).with_secrets(config.secrets.clone()))?
         .register(tasks::Tasks::new(caller))?
+        .register(agent_config::AgentConfig)?
         .register(wasi::Wasi)?;
     Ok(())
 }

@@ -136,7 +136,7 @@ pub struct AuditWarning {
     /// A stable code: `allow-private`, `metadata-address`,
     /// `private-wildcard`, `broad-wildcard`, `network-range`,
     /// `never-matches`, `unused-grant`, `high-limit`, `shared-namespace`,
-    /// `unknown-callee`, `unpinned-callee`, `large-fan-out`.
+    /// `unknown-callee`, `unpinned-callee`, `large-fan-out`, `secret-in-clear`, `secret-wildcard`.
     pub code: &'static str,
     /// The policy key (or config entry) it is about, e.g.
     /// `capabilities.outbound_http.allow[0]`.

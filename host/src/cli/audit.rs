@@ -170,6 +170,14 @@ fn print_deployment(config: &Path, d: &DeploymentAudit) -> Result<()> {
             out!("  {}: {}", s.namespace, who.join(", "));
         }
     }
+    if !d.secrets.is_empty() {
+        out!();
+        out!("secrets (values never shown):");
+        for s in &d.secrets {
+            let sent = if s.sent_by.is_empty() { "not sent".to_string() } else { s.sent_by.join("; ") };
+            out!("  {} ({}): {sent}", s.secret, s.source);
+        }
+    }
     if !d.warnings.is_empty() || !d.problems.is_empty() {
         out!();
     }

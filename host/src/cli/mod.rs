@@ -53,6 +53,10 @@ enum Command {
         /// NAME=WASM:POLICY (repeatable).
         #[arg(long = "agent", value_name = "NAME=WASM[:POLICY]", conflicts_with = "config")]
         agents: Vec<String>,
+        /// A secret for the policies' `secret_headers`: NAME=env:VARIABLE or
+        /// NAME=file:PATH (repeatable; with --config, its [secrets] instead).
+        #[arg(long = "secret", value_name = "NAME=env:VAR|file:PATH", conflicts_with = "config")]
+        secrets: Vec<String>,
         /// Task input: literal text, or @FILE to read it from a file, or @- for stdin.
         #[arg(long, short, default_value = "")]
         input: String,
@@ -204,14 +208,17 @@ fn closed_pipe(e: &anyhow::Error) -> bool {
 fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<ExitCode> {
     let registry = extend(Host::builder(HostConfig::default())).registry();
     match cli.command {
-        Command::Run { component, policy, config, agents, input, json, data_dir, quiet } => {
+        Command::Run { component, policy, config, agents, secrets, input, json, data_dir, quiet } => {
             let input = read_input(&input)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             // A networked KV store connects from inside a runtime.
             let _in_runtime = runtime.enter();
             let (host, agent) = match config {
                 Some(config) => run::from_config(&config, &component, data_dir, extend)?,
-                None => run::with_callees(&component, policy.as_deref(), &agents, data_dir, &registry, extend)?,
+                None => {
+                    let loaded = run::Loaded { policy: policy.as_deref(), callees: &agents, secrets: &secrets };
+                    run::with_callees(&component, loaded, data_dir, &registry, extend)?
+                }
             };
             let report = runtime.block_on(host.run(&agent, &input));
             print_report(&report, json, quiet)

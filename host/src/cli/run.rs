@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{host_config, load_policy};
+use crate::secrets::{SecretSource, Secrets};
 use crate::server::ServeConfig;
 use crate::{Agent, Host, HostBuilder, Policy, Registry};
+use std::collections::BTreeMap;
 
 /// Loads every agent of the serve config at `config` (pins checked, as
 /// `chimera serve` does) and picks the one named `name` to run.
@@ -28,6 +30,7 @@ pub(super) fn from_config(
         );
     }
     let mut host_config = config.host_config();
+    host_config.secrets = config.read_secrets().map_err(anyhow::Error::msg)?;
     if let Some(dir) = data_dir {
         host_config.data_dir = dir;
     }
@@ -70,17 +73,37 @@ fn parse_callee(spec: &str) -> Result<Callee> {
     Ok(Callee { name: name.to_string(), component: PathBuf::from(component), policy })
 }
 
+/// What `chimera run` names beside the component: its policy, `--agent`
+/// callees and `--secret`s.
+pub(super) struct Loaded<'a> {
+    pub policy: Option<&'a Path>,
+    pub callees: &'a [String],
+    pub secrets: &'a [String],
+}
+
+/// `NAME=env:VARIABLE` or `NAME=file:PATH`.
+fn parse_secret(spec: &str) -> Result<(String, SecretSource)> {
+    let form = "write NAME=env:VARIABLE or NAME=file:PATH (e.g. api-key=env:API_KEY)";
+    let Some((name, source)) = spec.split_once('=') else { bail!("--secret {spec:?}: {form}") };
+    let source = match source.split_once(':') {
+        Some(("env", var)) if !var.is_empty() => SecretSource { env: Some(var.into()), file: None },
+        Some(("file", path)) if !path.is_empty() => SecretSource { env: None, file: Some(path.into()) },
+        _ => bail!("--secret {spec:?}: {form}"),
+    };
+    Ok((name.to_string(), source))
+}
+
 /// Loads the component to run and each `--agent` callee into one host.
 pub(super) fn with_callees(
     component: &Path,
-    policy: Option<&Path>,
-    callees: &[String],
+    loaded: Loaded<'_>,
     data_dir: Option<PathBuf>,
     registry: &Registry,
     extend: &dyn Fn(HostBuilder) -> HostBuilder,
 ) -> Result<(Host, Arc<Agent>)> {
-    let policy = load_policy(policy, registry)?;
-    let callees = callees.iter().map(|spec| parse_callee(spec)).collect::<Result<Vec<_>>>()?;
+    let policy = load_policy(loaded.policy, registry)?;
+    let callees = loaded.callees.iter().map(|spec| parse_callee(spec)).collect::<Result<Vec<_>>>()?;
+    let sources = loaded.secrets.iter().map(|spec| parse_secret(spec)).collect::<Result<BTreeMap<_, _>>>()?;
     let callee_policies = callees
         .iter()
         .map(|c| load_policy(c.policy.as_deref(), registry).with_context(|| format!("agent `{}`", c.name)))
@@ -93,6 +116,7 @@ pub(super) fn with_callees(
     if let Some(dir) = data_dir {
         config.data_dir = dir;
     }
+    config.secrets = Secrets::read(&sources, Path::new("."))?;
     let host = extend(Host::builder(config)).build()?;
     for (callee, policy) in callees.into_iter().zip(callee_policies) {
         let bytes = std::fs::read(&callee.component)
@@ -120,6 +144,17 @@ mod tests {
         assert_eq!((c.component.as_path(), c.policy), (Path::new("/tmp/a:b/wc.wasm"), None));
         for bad in ["wc.wasm", "=wc.wasm", "wc="] {
             assert!(parse_callee(bad).unwrap_err().to_string().contains("NAME=WASM"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_secret_comes_from_a_variable_or_a_file() {
+        let (name, source) = parse_secret("api-key=env:API_KEY").unwrap();
+        assert_eq!((name.as_str(), source.env.as_deref(), source.file), ("api-key", Some("API_KEY"), None));
+        let (_, source) = parse_secret("k=file:/run/secrets/k:1").unwrap();
+        assert_eq!(source.file.as_deref(), Some(Path::new("/run/secrets/k:1")));
+        for bad in ["api-key", "k=API_KEY", "k=env:", "k=vault:x"] {
+            assert!(parse_secret(bad).unwrap_err().to_string().contains("NAME=env:VARIABLE"), "{bad}");
         }
     }
 }

@@ -41,6 +41,39 @@ pub(super) fn warnings(grant: &HttpGrant) -> Vec<AuditWarning> {
 fn rule_warnings(rule: &HttpAllow, pattern: &UrlPattern, key: &str, out: &mut Vec<AuditWarning>) {
     let url = &rule.url;
     let mut warn = |code, message: String| out.push(AuditWarning::new(code, key, message));
+    let secrets: Vec<&str> = rule.secret_headers.iter().map(|h| h.secret.as_str()).collect();
+    if !secrets.is_empty() {
+        // Loopback never leaves the machine; anything else over http crosses a network.
+        let loopback = match &pattern.host {
+            HostPattern::Exact(h) => {
+                h == "localhost"
+                    || h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            HostPattern::Suffix(_) => false,
+        };
+        if pattern.scheme == "http" && !loopback {
+            warn(
+                "secret-in-clear",
+                format!(
+                    "`{url}` is plain http: the secrets this rule adds ({}) cross the network unencrypted; use https",
+                    secrets.join(", ")
+                ),
+            );
+        }
+        if let HostPattern::Suffix(suffix) = &pattern.host {
+            warn(
+                "secret-wildcard",
+                format!(
+                    "`{url}` sends the secrets it adds ({}) to every host under `{suffix}` the agent names: name \
+                     the one host that should get them",
+                    secrets.join(", ")
+                ),
+            );
+        }
+    }
     if rule.allow_private {
         warn(
             "allow-private",
@@ -138,6 +171,18 @@ pub(super) fn diff(old: &HttpGrant, new: &HttpGrant) -> Vec<String> {
                 if !lost.is_empty() {
                     out.push(format!("outbound-http to {}: loses {}", rule.url, lost.join(",")));
                 }
+                for h in rule.secret_headers.iter().filter(|h| !was.secret_headers.contains(h)) {
+                    out.push(format!(
+                        "outbound-http to {}: gains header {} from secret `{}`",
+                        rule.url, h.name, h.secret
+                    ));
+                }
+                for h in was.secret_headers.iter().filter(|h| !rule.secret_headers.contains(h)) {
+                    out.push(format!(
+                        "outbound-http to {}: loses header {} from secret `{}`",
+                        rule.url, h.name, h.secret
+                    ));
+                }
             }
         }
     }
@@ -159,5 +204,6 @@ pub(super) fn diff(old: &HttpGrant, new: &HttpGrant) -> Vec<String> {
 fn terms(rule: &HttpAllow) -> String {
     let methods: Vec<&str> = rule.methods.iter().map(|m| m.name()).collect();
     let private = if rule.allow_private { " (private addresses allowed)" } else { "" };
-    format!("{} {}{private}", rule.url, methods.join(","))
+    let secrets = super::describe_secret_headers(&rule.secret_headers);
+    format!("{} {}{private}{secrets}", rule.url, methods.join(","))
 }

@@ -192,6 +192,7 @@ fn check_request((rules, method, text): (Vec<GenRule>, usize, String)) -> Result
                 pattern: pattern.clone(),
                 methods: r.methods.clone(),
                 allow_private: r.allow_private,
+                inject: Vec::new(),
                 client: shared_client(),
             })
             .collect(),
@@ -332,7 +333,7 @@ fn a_rule_for_a_mapped_address_matches_it_however_written() {
         allow: vec![HttpAllow::new("http://[::ffff:127.0.0.1]:8080/", &[HttpMethod::Get]).allow_private(true)],
         ..HttpGrant::default()
     };
-    let access = HttpAccess::new(&grant, &Arc::default()).unwrap();
+    let access = HttpAccess::new(&grant, &Arc::default(), &crate::secrets::Secrets::default()).unwrap();
     for url in
         ["http://[::ffff:127.0.0.1]:8080/x", "http://[::ffff:7f00:1]:8080/x", "http://[0:0:0:0:0:ffff:7f00:1]:8080/"]
     {

@@ -14,6 +14,14 @@
 //! against `max_request_bytes`, checked from the sizes of the arguments in
 //! guest memory before the host copies or decodes any of them, and is
 //! counted in the task's `http_bytes_sent`.
+//!
+//! A rule may add headers whose values are host secrets
+//! (`secret_headers`, see [`crate::secrets`]): they are set on the requests
+//! that rule matches, replacing any header of that name the agent set, and
+//! never reach the agent. They are not counted against the agent's
+//! `max_request_bytes` or in `bytes_sent`, so not even a secret's length is
+//! the agent's to learn; and as redirects are never followed, a secret goes
+//! to no URL but those its rule names.
 
 mod audit;
 #[cfg(test)]
@@ -38,7 +46,9 @@ use crate::error::PolicyError;
 use crate::guest_args::GuestStr;
 use crate::log::escape_capped;
 use crate::policy::{check_range, PolicySection};
+use crate::secrets::Secrets;
 use crate::task_data::TaskData;
+use secrecy::ExposeSecret;
 
 /// `[capabilities.outbound_http]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,12 +97,39 @@ pub struct HttpAllow {
     /// Without it such addresses are refused even when the host name matches.
     #[serde(default)]
     pub allow_private: bool,
+    /// Headers the host adds to the requests this rule matches, their
+    /// values taken from host secrets the agent never sees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_headers: Vec<SecretHeader>,
 }
+
+/// `secret_headers = [{ name = "Authorization", secret = "api-key", prefix = "Bearer " }]`:
+/// a header set host-side to `prefix` followed by the secret's value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretHeader {
+    /// The header's name, e.g. `Authorization`.
+    pub name: String,
+    /// The secret, by its name in the host config's `[secrets]`.
+    pub secret: String,
+    /// Text before the value, e.g. `Bearer `.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+}
+
+/// Most secret headers one rule may add.
+const MAX_SECRET_HEADERS: usize = 8;
 
 impl HttpAllow {
     /// A rule allowing `methods` on `url`, public addresses only.
     pub fn new(url: &str, methods: &[HttpMethod]) -> HttpAllow {
-        HttpAllow { url: url.to_string(), methods: methods.to_vec(), allow_private: false }
+        HttpAllow { url: url.to_string(), methods: methods.to_vec(), allow_private: false, secret_headers: Vec::new() }
+    }
+
+    /// The same rule adding the header `name: prefix + secret` host-side.
+    pub fn secret_header(mut self, name: &str, secret: &str, prefix: &str) -> HttpAllow {
+        self.secret_headers.push(SecretHeader { name: name.into(), secret: secret.into(), prefix: prefix.into() });
+        self
     }
 
     /// The same rule with private addresses allowed or not.
@@ -159,13 +196,21 @@ const BYTES_RECEIVED: usize = 3;
 pub struct OutboundHttp {
     /// Names resolved to fixed addresses instead of through DNS (vetted like any other).
     dns_overrides: Arc<HashMap<String, Vec<IpAddr>>>,
+    /// What `secret_headers` take their values from.
+    secrets: Secrets,
 }
 
 impl OutboundHttp {
     /// Outbound HTTP resolving `dns_overrides` to fixed addresses (like
     /// `/etc/hosts`, for this capability only).
     pub fn new(dns_overrides: HashMap<String, Vec<IpAddr>>) -> OutboundHttp {
-        OutboundHttp { dns_overrides: Arc::new(dns_overrides) }
+        OutboundHttp { dns_overrides: Arc::new(dns_overrides), secrets: Secrets::default() }
+    }
+
+    /// The same capability with `secrets` for the rules' `secret_headers`.
+    pub fn with_secrets(mut self, secrets: Secrets) -> OutboundHttp {
+        self.secrets = secrets;
+        self
     }
 }
 
@@ -215,6 +260,7 @@ impl Capability for OutboundHttp {
                     reason: "is empty; list at least one method such as \"GET\"".into(),
                 });
             }
+            validate_secret_headers(&allow.secret_headers, &format!("capabilities.outbound_http.allow[{i}]"))?;
         }
         Ok(())
     }
@@ -254,7 +300,7 @@ impl Capability for OutboundHttp {
     }
 
     fn load(&self, grant: Option<&HttpGrant>, _: &LoadContext<'_>) -> Result<Arc<HttpAccess>, String> {
-        Ok(Arc::new(HttpAccess::new(&grant.cloned().unwrap_or_default(), &self.dns_overrides)?))
+        Ok(Arc::new(HttpAccess::new(&grant.cloned().unwrap_or_default(), &self.dns_overrides, &self.secrets)?))
     }
 
     fn instantiate(&self, access: &Arc<HttpAccess>, cx: &TaskContext<'_>) -> HttpTask {
@@ -264,11 +310,52 @@ impl Capability for OutboundHttp {
 
 fn describe_rule(a: &HttpAllow) -> String {
     format!(
-        "{} {}{}",
+        "{} {}{}{}",
         a.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
         a.url,
-        if a.allow_private { " (private addresses allowed)" } else { "" }
+        if a.allow_private { " (private addresses allowed)" } else { "" },
+        describe_secret_headers(&a.secret_headers)
     )
+}
+
+/// ` + header Authorization from secret `api-key``, for audit lines (names only).
+pub(crate) fn describe_secret_headers(headers: &[SecretHeader]) -> String {
+    headers.iter().map(|h| format!(" + header {} from secret `{}`", h.name, h.secret)).collect()
+}
+
+/// Checks a rule's `secret_headers`: valid header names an agent could not
+/// smuggle a target through, each once, valid secret names and prefixes.
+fn validate_secret_headers(headers: &[SecretHeader], rule_key: &str) -> Result<(), PolicyError> {
+    let key = format!("{rule_key}.secret_headers");
+    let invalid = |reason: String| PolicyError::Invalid { key: key.clone(), reason };
+    if headers.len() > MAX_SECRET_HEADERS {
+        return Err(invalid(format!("has {} headers; a rule adds at most {MAX_SECRET_HEADERS}", headers.len())));
+    }
+    let mut seen = Vec::new();
+    for h in headers {
+        let lower = h.name.to_ascii_lowercase();
+        if reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            return Err(invalid(format!("{:?} is not a valid header name", h.name)));
+        }
+        if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+            return Err(invalid(format!(
+                "`{}` is a header the host keeps to itself; it cannot carry a secret",
+                h.name
+            )));
+        }
+        if seen.contains(&lower) {
+            return Err(invalid(format!("`{}` is listed twice", h.name)));
+        }
+        seen.push(lower);
+        crate::policy::check_name(&format!("{key}.secret"), &h.secret)?;
+        if h.prefix.len() > 256 || !h.prefix.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            return Err(invalid(format!(
+                "the prefix for `{}` must be at most 256 bytes of visible ASCII, spaces or tabs",
+                h.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A host pattern: exact, or `*.suffix` (which matches subdomains only).
@@ -334,6 +421,9 @@ struct Rule {
     pattern: UrlPattern,
     methods: Vec<Method>,
     allow_private: bool,
+    /// Headers set host-side on every request this rule sends (secret
+    /// values, marked sensitive).
+    inject: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
     /// This rule's own client: its pool holds only connections made under
     /// this rule, and its resolver knows only this rule's `allow_private`.
     client: reqwest::Client,
@@ -347,11 +437,16 @@ pub struct HttpAccess {
 }
 
 impl HttpAccess {
-    fn new(grant: &HttpGrant, overrides: &Arc<HashMap<String, Vec<IpAddr>>>) -> Result<HttpAccess, String> {
+    fn new(
+        grant: &HttpGrant,
+        overrides: &Arc<HashMap<String, Vec<IpAddr>>>,
+        secrets: &Secrets,
+    ) -> Result<HttpAccess, String> {
         let rules: Vec<Rule> = grant
             .allow
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 let client = reqwest::Client::builder()
                     .no_proxy()
                     .redirect(reqwest::redirect::Policy::none())
@@ -366,6 +461,7 @@ impl HttpAccess {
                     pattern: UrlPattern::parse(&a.url)?,
                     methods: a.methods.iter().map(|&m| m.into()).collect(),
                     allow_private: a.allow_private,
+                    inject: secret_headers(&a.secret_headers, secrets, i)?,
                     client,
                 })
             })
@@ -406,6 +502,35 @@ impl HttpAccess {
         }
         Ok(rule)
     }
+}
+
+/// The headers a rule adds, with their secrets' values. A secret the host
+/// does not define refuses the agent at load, by name.
+fn secret_headers(
+    headers: &[SecretHeader],
+    secrets: &Secrets,
+    rule: usize,
+) -> Result<Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>, String> {
+    headers
+        .iter()
+        .map(|h| {
+            let Some(secret) = secrets.get(&h.secret) else {
+                return Err(format!(
+                    "capabilities.outbound_http.allow[{rule}] adds the `{}` header from secret `{}`, which this \
+                     host does not define; define it in the host config ([secrets.{}] with env = \"VARIABLE\" or \
+                     file = \"PATH\"; `chimera run --secret {}=env:VARIABLE`)",
+                    h.name, h.secret, h.secret, h.secret
+                ));
+            };
+            let name = reqwest::header::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("{:?} is not a valid header name", h.name))?;
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("{}{}", h.prefix, secret.expose_secret()))
+                .map_err(|_| format!("secret `{}` cannot be sent in a header", h.secret))?;
+            // Kept out of Debug output and of HTTP/2 header compression tables.
+            value.set_sensitive(true);
+            Ok((name, value))
+        })
+        .collect()
 }
 
 pub(crate) fn method_name(m: Method) -> &'static str {
@@ -777,10 +902,17 @@ impl HttpTask {
         }
         // The URL that leaves is the parsed one (normalised, percent-encoded):
         // it is what is counted, and checked again.
-        let sent = url.as_str().len() as u64 + header_bytes + request.body.len() as u64;
+        let body_len = request.body.len() as u64;
+        let sent = url.as_str().len() as u64 + header_bytes + body_len;
         if sent > limit {
             return Err(too_large_request(sent, true, limit));
         }
+        // The rule's secret headers replace any the agent set under those names.
+        let mut outgoing = builder.body(request.body).build().map_err(classify)?;
+        for (name, value) in &rule.inject {
+            outgoing.headers_mut().insert(name.clone(), value.clone());
+        }
+        let client = rule.client.clone();
         let max_body = access.grant.max_response_bytes;
         let timeout = Duration::from_millis(access.grant.timeout_ms);
         self.requests += 1;
@@ -789,7 +921,7 @@ impl HttpTask {
         let counters = self.counters.clone();
         let mut held = HeldBytes { task: self.task.clone(), bytes: 0 };
         let exchange = async move {
-            let mut response = builder.body(request.body).send().await.map_err(classify)?;
+            let mut response = client.execute(outgoing).await.map_err(classify)?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -1006,7 +1138,7 @@ mod tests {
             ],
             ..HttpGrant::default()
         };
-        let access = HttpAccess::new(&grant, &Arc::default()).unwrap();
+        let access = HttpAccess::new(&grant, &Arc::default(), &Secrets::default()).unwrap();
         let u = |s: &str| Url::parse(s).unwrap();
         let chosen = |m, s: &str| access.authorize(m, &u(s)).map(|r| r.pattern.path_prefix.clone());
         assert_eq!(chosen(Method::Get, "http://svc.test:8080/open/x").unwrap(), "/open/");
@@ -1028,6 +1160,44 @@ mod tests {
         let long = format!("http://elsewhere.test/{}", "a".repeat(10_000));
         let (_, msg) = denied(Method::Get, &long);
         assert!(msg.len() < QUOTE_BYTES + 100 && msg.ends_with('…'), "{msg}");
+    }
+
+    #[test]
+    fn secret_headers_are_checked_named_and_warned_of() {
+        let policy = |rule: &str| crate::Policy::from_toml(&format!("[[capabilities.outbound_http.allow]]\n{rule}\n"));
+        let rule = |url: &str, headers: &str| format!("url = \"{url}\"\nsecret_headers = [{headers}]");
+        let err = |url: &str, headers: &str| policy(&rule(url, headers)).unwrap_err().to_string();
+        assert!(err("https://a.test/", r#"{ name = "Host", secret = "k" }"#).contains("the host keeps to itself"));
+        assert!(err("https://a.test/", r#"{ name = "bad name", secret = "k" }"#).contains("not a valid header name"));
+        assert!(err("https://a.test/", r#"{ name = "A", secret = "k" }, { name = "a", secret = "j" }"#)
+            .contains("listed twice"));
+        assert!(err("https://a.test/", r#"{ name = "A", secret = "no spaces" }"#).contains("not a valid name"));
+        assert!(err("https://a.test/", r#"{ name = "A", secret = "k", prefix = "x\r\ny" }"#).contains("prefix"));
+        assert!(err("https://a.test/", r#"{ name = "A", secret = "k", value = "v" }"#).contains("unknown field"));
+        let warned = |url: &str| {
+            let p = policy(&rule(url, r#"{ name = "Authorization", secret = "k" }"#)).unwrap();
+            let grant: HttpGrant = p.grant().unwrap().unwrap();
+            audit::warnings(&grant).into_iter().map(|w| w.code).collect::<Vec<_>>()
+        };
+        assert_eq!(warned("https://api.test/"), Vec::<&str>::new());
+        assert_eq!(warned("http://api.test/"), ["secret-in-clear"]);
+        assert_eq!(warned("https://*.api.test/"), ["secret-wildcard"]);
+        // Loopback does not leave the machine.
+        assert!(!warned("http://127.0.0.1:8080/").contains(&"secret-in-clear"));
+        // A secret the host does not define refuses the agent at load, by name;
+        // a defined one is sent marked sensitive.
+        let grant = HttpGrant {
+            allow: vec![HttpAllow::new("https://api.test/", &[HttpMethod::Get]).secret_header("X-Key", "k", "Key ")],
+            ..HttpGrant::default()
+        };
+        let refused = HttpAccess::new(&grant, &Arc::default(), &Secrets::default()).err().unwrap();
+        assert!(refused.contains("from secret `k`, which this host does not define"), "{refused}");
+        let mut secrets = Secrets::default();
+        secrets.insert("k", "v4lue").unwrap();
+        let access = HttpAccess::new(&grant, &Arc::default(), &secrets).unwrap();
+        let (name, value) = &access.rules[0].inject[0];
+        assert_eq!((name.as_str(), value.to_str().unwrap(), value.is_sensitive()), ("x-key", "Key v4lue", true));
+        assert!(!format!("{value:?}").contains("v4lue"));
     }
 
     #[test]
