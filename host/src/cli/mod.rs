@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod audit;
 mod client;
+mod new;
 mod run;
 
 #[derive(Parser)]
@@ -156,6 +157,15 @@ enum Command {
         /// What it may do: any of submit, read, cancel, admin.
         #[arg(long, value_delimiter = ',', default_value = "submit,read,cancel")]
         scopes: Vec<String>,
+    },
+    /// Create a ready agent project: source, policy, build script, a test
+    /// that runs it through the host, and a README.
+    New {
+        /// The language: rust, python or js.
+        #[arg(long, value_enum)]
+        lang: new::Lang,
+        /// The agent's name, also the project's folder (created here).
+        name: String,
     },
     /// Wrap a core wasm module built for wasm32-unknown-unknown (with
     /// wit-bindgen's component metadata) into a component with no WASI imports.
@@ -299,6 +309,12 @@ fn run_cli(cli: Cli, extend: &dyn Fn(HostBuilder) -> HostBuilder) -> Result<Exit
         Command::Cancel { id, server } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(client::cancel(server_url(server), id.to_string()))
+        }
+        Command::New { lang, name } => {
+            let project = new::create(lang, &name, Path::new("."))?;
+            let shown = project.display();
+            eprintln!("created {shown}: cd {shown} && ./test.sh   (builds {name}.wasm and runs it through the host)");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Componentize { module, output } => {
             let bytes = std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
