@@ -103,6 +103,13 @@ step "Python under its policy: those imports inert (linked, nothing behind them)
   $chimera audit $scripted/kv-counter-py.wasm --policy sample-agents/kv-counter-py/policy.toml
 step "JavaScript: logging, kv and the WASI baseline (its clocks, randomness and console work)" \
   $chimera run $scripted/kv-counter-js.wasm --policy sample-agents/kv-counter-js/policy.toml --input '{"key":"visits","by":2}'
+if [ -n "$server_pid" ]; then
+  scripts/build-agent.sh sample-agents/fetch-js/app.js $scripted/fetch-js.wasm >/dev/null
+  step "JavaScript fetch over wasi:http, under the same outbound_http rules: the local service" \
+    $chimera run $scripted/fetch-js.wasm --policy sample-agents/fetch-js/policy.toml --input '{"url":"http://127.0.0.1:8787/index.txt"}'
+  step "JavaScript fetch of the cloud-metadata address: no rule allows it, refused before it leaves" \
+    $chimera run $scripted/fetch-js.wasm --policy sample-agents/fetch-js/policy.toml --input '{"url":"http://169.254.169.254/latest/meta-data/"}'
+fi
 
 echo
 echo "==> chimera serve: the daemon runs the agents of chimera.toml; chimera submit sends tasks"

@@ -44,6 +44,7 @@ fn main() {
                 "geo-lookup",
                 "text-report",
                 "api-call",
+                "wasi-http-fetch",
             ][..],
         ),
         (
@@ -141,8 +142,10 @@ fn main() {
     // source, `wit/` and the toolchain pins is not rebuilt.
     let scripted = [
         ("sample-agents/kv-counter-py/app.py", "kv-counter-py"),
+        ("sample-agents/fetch-py/app.py", "fetch-py"),
         ("attack-components/python/py_escape.py", "py-escape"),
         ("sample-agents/kv-counter-js/app.js", "kv-counter-js"),
+        ("sample-agents/fetch-js/app.js", "fetch-js"),
         ("attack-components/js/js_spin.js", "js-spin"),
         ("attack-components/js/js_runtime.js", "js-runtime"),
     ];

@@ -49,6 +49,17 @@ impl TaskData {
         self.states.iter_mut().find(|(t, _)| *t == id).and_then(|(_, s)| s.downcast_mut::<S>())
     }
 
+    /// The task's resource table and the task state of type `S` at once
+    /// (for interfaces whose host code needs both).
+    ///
+    /// # Panics
+    /// As [`Self::state`].
+    pub fn table_and_state<S: Send + 'static>(&mut self) -> (&mut ResourceTable, &mut S) {
+        let id = TypeId::of::<S>();
+        let state = self.states.iter_mut().find(|(t, _)| *t == id).and_then(|(_, s)| s.downcast_mut::<S>());
+        (&mut self.table, state.expect("a linked capability has its task state"))
+    }
+
     /// The task's resource table (handles the guest holds).
     pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table

@@ -245,3 +245,39 @@ async fn python_runaway_loop_and_memory_hog_are_stopped_by_their_limits() {
     assert!(report.usage.peak_memory_bytes <= 32 << 20, "peak {}", report.usage.peak_memory_bytes);
     assert_counted(&host, "py-hog", "memory-limit");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_wasi_http_goes_out_only_under_the_outbound_http_rules() {
+    let server = chimera_tests::TestServer::start().await;
+    let port = server.addr.port();
+    let text = std::fs::read_to_string(repo_file("sample-agents/fetch-py/policy.toml")).unwrap();
+    let text = text.replace("127.0.0.1:8787", &format!("127.0.0.1:{port}"));
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_sharing_compiled(dir.path());
+    let agent = load_serially(&host, "fetch-py", artifacts::FETCH_PY, policy(&text)).unwrap();
+    let audit = host.audit("fetch-py", &chimera_tests::component(artifacts::FETCH_PY), &policy(&text)).unwrap();
+    let http: Vec<_> = audit.imports.iter().filter(|d| d.import.starts_with("wasi:http/")).collect();
+    assert_eq!(http.len(), 2, "{:?}", audit.imports);
+    assert!(http.iter().all(|d| d.verdict == Verdict::Granted && d.capability == "wasi-http"));
+    let refusal_logged = |report: &chimera_host::TaskReport, text: &str| {
+        report.logs.iter().any(|l| l.message.starts_with("wasi:http request refused") && l.message.contains(text))
+    };
+
+    let report = host.run(&agent, &format!(r#"{{"url":"{}"}}"#, server.url("/hello"))).await;
+    assert_eq!(report.outcome, Ok(r#"{"status": 200, "body": "hello from the test server"}"#.to_string()));
+    assert_eq!(report.usage.counter("outbound-http", "requests"), 1);
+    // A redirect comes back as the response.
+    let report = host.run(&agent, &format!(r#"{{"url":"{}"}}"#, server.url("/redirect-metadata"))).await;
+    assert_eq!(report.outcome, Ok(r#"{"status": 307, "body": ""}"#.to_string()));
+    // No rule: refused, never sent, the reason in the log.
+    let hits = server.hits();
+    let other = format!("http://127.0.0.1:{}/hello", port.wrapping_add(1));
+    let report = host.run(&agent, &format!(r#"{{"url":"{other}"}}"#)).await;
+    assert_eq!(report.outcome, Ok(r#"{"error": "ErrorCode_HttpRequestDenied"}"#.to_string()));
+    assert!(refusal_logged(&report, &format!("(no-rule): no allow rule of this agent's policy matches GET {other}")));
+    // The same quota as chimera:agent/outbound-http (4 in the sample policy).
+    let report = host.run(&agent, &format!(r#"{{"url":"{}","times":5}}"#, server.url("/hello"))).await;
+    assert_eq!(report.outcome, Ok(r#"{"error": "ErrorCode_HttpRequestDenied"}"#.to_string()));
+    assert!(refusal_logged(&report, "(quota): this task already sent 4 requests (max_requests)"));
+    assert_eq!(server.hits(), hits + 4);
+}

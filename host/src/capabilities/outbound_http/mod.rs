@@ -26,6 +26,7 @@
 mod audit;
 #[cfg(test)]
 mod fuzz;
+mod wasi_http;
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -184,7 +185,11 @@ impl From<HttpMethod> for Method {
     }
 }
 
-const INTERFACES: &[Interface] = &[Interface::new("chimera:agent", "outbound-http", "0.1.0")];
+const INTERFACES: &[Interface] = &[
+    Interface::new("chimera:agent", "outbound-http", "0.1.0"),
+    Interface::new("wasi:http", "types", wasi_http::VERSION),
+    Interface::new("wasi:http", "outgoing-handler", wasi_http::VERSION),
+];
 
 const CALLS: usize = 0;
 const REQUESTS: usize = 1;
@@ -214,8 +219,29 @@ impl OutboundHttp {
     }
 }
 
-/// `outbound-http` as one task sees it.
+/// `outbound-http` (and `wasi:http`) as one task sees it.
 pub struct HttpTask {
+    core: HttpCore,
+    /// `wasi:http`'s own context (its field size limit).
+    wasi_ctx: wasmtime_wasi_http::WasiHttpCtx,
+}
+
+impl std::ops::Deref for HttpTask {
+    type Target = HttpCore;
+    fn deref(&self) -> &HttpCore {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for HttpTask {
+    fn deref_mut(&mut self) -> &mut HttpCore {
+        &mut self.core
+    }
+}
+
+/// What both interfaces share in one task: the rules, the request quota,
+/// the task's memory and counters. It is also `wasi:http`'s hooks.
+pub struct HttpCore {
     access: Arc<HttpAccess>,
     /// Requests sent by this task, against the grant's quota.
     requests: u32,
@@ -295,8 +321,19 @@ impl Capability for OutboundHttp {
         audit::diff(old, new)
     }
 
+    fn audit_name(&self, interface: &Interface) -> &'static str {
+        if interface.package == "wasi:http" {
+            "wasi-http"
+        } else {
+            "outbound-http"
+        }
+    }
+
     fn link(&self, interface: &Interface, linker: &mut Linker<TaskData>) -> wasmtime::Result<()> {
-        link_checked(interface, linker)
+        match interface.package {
+            "wasi:http" => wasi_http::link(interface, linker),
+            _ => link_checked(interface, linker),
+        }
     }
 
     fn load(&self, grant: Option<&HttpGrant>, _: &LoadContext<'_>) -> Result<Arc<HttpAccess>, String> {
@@ -304,7 +341,8 @@ impl Capability for OutboundHttp {
     }
 
     fn instantiate(&self, access: &Arc<HttpAccess>, cx: &TaskContext<'_>) -> HttpTask {
-        HttpTask { access: access.clone(), requests: 0, task: cx.task().clone(), counters: cx.counters() }
+        let core = HttpCore { access: access.clone(), requests: 0, task: cx.task().clone(), counters: cx.counters() };
+        HttpTask { core, wasi_ctx: wasi_http::context() }
     }
 }
 
@@ -852,7 +890,7 @@ fn lift_request(
     Ok(Ok(OutboundRequest { method: raw.method, url, headers, body, held: most }))
 }
 
-impl HttpTask {
+impl HttpCore {
     /// The grant, if this task may send one more request.
     fn access(&self) -> Result<&HttpAccess, Refusal> {
         let access = &self.access;
@@ -874,20 +912,40 @@ impl HttpTask {
     }
 
     async fn send(&mut self, request: OutboundRequest) -> Result<Response, Refusal> {
+        let checked = self.check(request.method, &request.url, &request.headers, request.body.len() as u64)?;
+        let answer = checked.exchange(request.body).await?;
+        let headers = answer
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        Ok(Response { status: answer.status, headers, body: answer.body })
+    }
+
+    /// Checks a request against the rules and the request limit (its body
+    /// counted as `body_len` bytes) and counts it against the quota: what
+    /// both interfaces do before anything goes out.
+    fn check(
+        &mut self,
+        method: Method,
+        raw_url: &str,
+        headers: &[(String, String)],
+        body_len: u64,
+    ) -> Result<Checked, Refusal> {
         let access = self.access.clone();
         self.access()?;
         let limit = access.grant.max_request_bytes;
-        let url = Url::parse(&request.url).map_err(|e| {
-            ("invalid-request", HttpError::InvalidRequest(format!("bad URL \"{}\": {e}", quote(&request.url))))
+        let url = Url::parse(raw_url).map_err(|e| {
+            ("invalid-request", HttpError::InvalidRequest(format!("bad URL \"{}\": {e}", quote(raw_url))))
         })?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(("credentials", HttpError::Denied("URLs with credentials (user@host) are not allowed".into())));
         }
-        let rule = access.authorize(request.method, &url)?;
-        let method = reqwest::Method::from_bytes(method_name(request.method).as_bytes()).expect("known method");
-        let mut builder = rule.client.request(method, url.clone());
+        let rule = access.authorize(method, &url)?;
+        let reqwest_method = reqwest::Method::from_bytes(method_name(method).as_bytes()).expect("known method");
+        let mut builder = rule.client.request(reqwest_method, url.clone());
         let mut header_bytes = 0u64;
-        for (name, value) in &request.headers {
+        for (name, value) in headers {
             if FORBIDDEN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
                 let msg = format!("agents may not set the `{}` header", quote(name));
                 return Err(("forbidden-header", HttpError::Denied(msg)));
@@ -902,32 +960,62 @@ impl HttpTask {
         }
         // The URL that leaves is the parsed one (normalised, percent-encoded):
         // it is what is counted, and checked again.
-        let body_len = request.body.len() as u64;
         let sent = url.as_str().len() as u64 + header_bytes + body_len;
         if sent > limit {
             return Err(too_large_request(sent, true, limit));
         }
         // The rule's secret headers replace any the agent set under those names.
-        let mut outgoing = builder.body(request.body).build().map_err(classify)?;
+        let mut request = builder.build().map_err(classify)?;
         for (name, value) in &rule.inject {
-            outgoing.headers_mut().insert(name.clone(), value.clone());
+            request.headers_mut().insert(name.clone(), value.clone());
         }
-        let client = rule.client.clone();
-        let max_body = access.grant.max_response_bytes;
-        let timeout = Duration::from_millis(access.grant.timeout_ms);
         self.requests += 1;
         self.counters.add(REQUESTS, 1);
         self.counters.add(BYTES_SENT, sent);
-        let counters = self.counters.clone();
-        let mut held = HeldBytes { task: self.task.clone(), bytes: 0 };
+        Ok(Checked {
+            client: rule.client.clone(),
+            request,
+            spare: limit - sent,
+            max_body: access.grant.max_response_bytes,
+            timeout: Duration::from_millis(access.grant.timeout_ms),
+            counters: self.counters.clone(),
+            task: self.task.clone(),
+        })
+    }
+}
+
+/// A request that passed the rules and was counted, waiting for its body.
+struct Checked {
+    client: reqwest::Client,
+    /// Method, URL and headers (the rule's secret headers set), no body yet.
+    request: reqwest::Request,
+    /// Bytes of `max_request_bytes` the body may still take.
+    spare: u64,
+    max_body: u64,
+    timeout: Duration,
+    counters: Counters,
+    task: TaskHandle,
+}
+
+/// A response read whole within the grant, its body held against the
+/// instance's memory limit until `held` is dropped.
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+    held: HeldBytes,
+}
+
+impl Checked {
+    /// Sends the request with `body` (already counted) and reads the response.
+    async fn exchange(mut self, body: Vec<u8>) -> Result<Answer, Refusal> {
+        *self.request.body_mut() = Some(body.into());
+        let Checked { client, request, max_body, timeout, counters, task, .. } = self;
+        let mut held = HeldBytes { task, bytes: 0 };
         let exchange = async move {
-            let mut response = client.execute(outgoing).await.map_err(classify)?;
+            let mut response = client.execute(request).await.map_err(classify)?;
             let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                .collect();
+            let headers = std::mem::take(response.headers_mut());
             if response.content_length().is_some_and(|n| n > max_body) {
                 return Err(too_large(max_body));
             }
@@ -948,7 +1036,7 @@ impl HttpTask {
                 body.extend_from_slice(&chunk);
                 counters.add(BYTES_RECEIVED, chunk.len() as u64);
             }
-            Ok(Response { status, headers, body })
+            Ok(Answer { status, headers, body, held })
         };
         tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(("timeout", HttpError::Timeout)))
     }
