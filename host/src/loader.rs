@@ -219,7 +219,8 @@ impl HostInner {
         }
         let linked: BTreeSet<usize> = imports.iter().filter_map(|d| d.link.map(|(i, _)| i)).collect();
         let kv = || self.kv_backend().map_err(|e| e.to_string());
-        let cx = LoadContext { agent: name, limits: &policy.limits, kv: &kv };
+        let interfaces: Vec<Interface> = imports.iter().filter_map(|d| d.link.map(|(_, i)| i)).collect();
+        let cx = LoadContext { agent: name, limits: &policy.limits, kv: &kv, linked: &interfaces };
         let (mut active, mut counter_layout, mut offset) = (Vec::new(), Vec::new(), 0);
         for i in linked {
             let cap = self.registry.get(i).clone();

@@ -188,3 +188,40 @@ async fn wasi_http_without_an_outbound_http_grant_is_refused_at_load() {
     assert!(err.contains("wasi:http/outgoing-handler@0.2.12"), "{err}");
     assert!(err.contains("[capabilities.outbound_http]"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wasi_http_buffers_are_held_against_the_memory_limit() {
+    let svc = service(String::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let host = host_with(dir.path(), |_| {});
+    // 1,000 handles × 10 KiB would take more than half of 16 MiB: refused, saying which limits.
+    let small = format!("[limits]\nmemory_mib = 16\n{}", rules(svc.addr.port(), "", ""));
+    let err = host
+        .load("wasi-http-fetch", &component(artifacts::WASI_HTTP_FETCH), policy(&small))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("wasi:http may hold up to 10240 bytes per resource handle for the agent: 1000 handles take 10240000 bytes, at least half of its memory_mib (16777216 bytes)"),
+        "{err}"
+    );
+    // With fewer handles it loads, and its tasks run with those bytes held.
+    let fewer = format!("[limits]\nmemory_mib = 16\nresource_handles = 200\n{}", rules(svc.addr.port(), "", ""));
+    let agent = host.load("wasi-http-fetch", &component(artifacts::WASI_HTTP_FETCH), policy(&fewer)).unwrap();
+    let (out, report) =
+        fetch(&host, &agent, json!({"url": format!("http://127.0.0.1:{}/hello", svc.addr.port())})).await;
+    assert_eq!(out["status"], 200, "{out}");
+    assert!(report.usage.peak_host_bytes >= 200 * 10 * 1024, "host peak {}", report.usage.peak_host_bytes);
+    // The Rust SDK's own interface holds nothing of the kind.
+    let plain = host
+        .load(
+            "http-fetch",
+            &component(artifacts::HTTP_FETCH),
+            policy(&format!("[limits]\nmemory_mib = 16\n[capabilities.logging]\n{}", rules(svc.addr.port(), "", ""))),
+        )
+        .unwrap();
+    let report =
+        host.run(&plain, &json!({"url": format!("http://127.0.0.1:{}/hello", svc.addr.port())}).to_string()).await;
+    assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    assert!(report.usage.peak_host_bytes < 200 * 10 * 1024, "host peak {}", report.usage.peak_host_bytes);
+}

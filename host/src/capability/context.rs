@@ -17,6 +17,8 @@ pub struct LoadContext<'a> {
     pub(crate) agent: &'a str,
     pub(crate) limits: &'a Limits,
     pub(crate) kv: &'a dyn Fn() -> Result<Arc<dyn KvBackend>, String>,
+    /// Every interface linked for the agent, of any capability.
+    pub(crate) linked: &'a [crate::capability::Interface],
 }
 
 impl LoadContext<'_> {
@@ -33,6 +35,11 @@ impl LoadContext<'_> {
     /// The host's key-value backend (opened on first use).
     pub fn kv_backend(&self) -> Result<Arc<dyn KvBackend>, String> {
         (self.kv)()
+    }
+
+    /// Whether the agent imports (and the host links) `package/name`.
+    pub fn links(&self, package: &str, name: &str) -> bool {
+        self.linked.iter().any(|i| i.package == package && i.name == name)
     }
 }
 

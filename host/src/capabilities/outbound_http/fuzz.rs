@@ -197,6 +197,7 @@ fn check_request((rules, method, text): (Vec<GenRule>, usize, String)) -> Result
             })
             .collect(),
         grant: HttpGrant::default(),
+        wasi_http: false,
     };
     // What `send` does before anything goes out.
     let Ok(url) = Url::parse(&text) else { return Ok(()) };

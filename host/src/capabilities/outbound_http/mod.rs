@@ -224,6 +224,9 @@ pub struct HttpTask {
     core: HttpCore,
     /// `wasi:http`'s own context (its field size limit).
     wasi_ctx: wasmtime_wasi_http::WasiHttpCtx,
+    /// The instance memory held for what wasi:http's resources may buffer
+    /// (see [`wasi_http::BYTES_PER_HANDLE`]); none for an agent without it.
+    _wasi_buffers: Option<HeldBytes>,
 }
 
 impl std::ops::Deref for HttpTask {
@@ -247,6 +250,9 @@ pub struct HttpCore {
     requests: u32,
     task: TaskHandle,
     counters: Counters,
+    /// Whether the memory for wasi:http's buffers could be held (always
+    /// true for an agent without wasi:http); without it nothing is sent.
+    buffers: bool,
 }
 
 impl Capability for OutboundHttp {
@@ -336,13 +342,29 @@ impl Capability for OutboundHttp {
         }
     }
 
-    fn load(&self, grant: Option<&HttpGrant>, _: &LoadContext<'_>) -> Result<Arc<HttpAccess>, String> {
-        Ok(Arc::new(HttpAccess::new(&grant.cloned().unwrap_or_default(), &self.dns_overrides, &self.secrets)?))
+    fn load(&self, grant: Option<&HttpGrant>, cx: &LoadContext<'_>) -> Result<Arc<HttpAccess>, String> {
+        let mut access = HttpAccess::new(&grant.cloned().unwrap_or_default(), &self.dns_overrides, &self.secrets)?;
+        access.wasi_http = cx.links("wasi:http", "types");
+        if access.wasi_http {
+            wasi_http::check_budget(cx.limits())?;
+        }
+        Ok(Arc::new(access))
     }
 
     fn instantiate(&self, access: &Arc<HttpAccess>, cx: &TaskContext<'_>) -> HttpTask {
-        let core = HttpCore { access: access.clone(), requests: 0, task: cx.task().clone(), counters: cx.counters() };
-        HttpTask { core, wasi_ctx: wasi_http::context() }
+        let mut core = HttpCore {
+            access: access.clone(),
+            requests: 0,
+            task: cx.task().clone(),
+            counters: cx.counters(),
+            buffers: true,
+        };
+        let wasi_buffers = access.wasi_http.then(|| {
+            let mut held = HeldBytes { task: cx.task().clone(), bytes: 0 };
+            core.buffers = held.hold(wasi_http::buffer_bytes(cx.limits()));
+            held
+        });
+        HttpTask { core, wasi_ctx: wasi_http::context(), _wasi_buffers: wasi_buffers }
     }
 }
 
@@ -472,6 +494,8 @@ struct Rule {
 pub struct HttpAccess {
     rules: Vec<Rule>,
     grant: HttpGrant,
+    /// The agent links `wasi:http`.
+    wasi_http: bool,
 }
 
 impl HttpAccess {
@@ -504,7 +528,7 @@ impl HttpAccess {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(HttpAccess { rules, grant: grant.clone() })
+        Ok(HttpAccess { rules, grant: grant.clone(), wasi_http: false })
     }
 
     /// Finds the rule allowing `method url` (the first that matches, in
@@ -1016,6 +1040,15 @@ impl Checked {
             let mut response = client.execute(request).await.map_err(classify)?;
             let status = response.status().as_u16();
             let headers = std::mem::take(response.headers_mut());
+            // The headers are host memory held for the instance too.
+            let header_bytes: u64 = headers.iter().map(|(k, v)| (k.as_str().len() + v.len()) as u64 + 64).sum();
+            if !held.hold(header_bytes) {
+                let msg = format!(
+                    "the response headers would take the instance past its memory limit of {} bytes (memory_mib)",
+                    held.task.memory_limit()
+                );
+                return Err(("memory-limit", HttpError::TooLarge(msg)));
+            }
             if response.content_length().is_some_and(|n| n > max_body) {
                 return Err(too_large(max_body));
             }

@@ -17,9 +17,12 @@
 //!
 //! Besides what the hook sees, wasmtime-wasi-http holds header fields and
 //! outgoing-body chunks for the guest's resources before any request is
-//! sent: both are capped small here ([`FIELD_SIZE_LIMIT`],
-//! [`BODY_CHUNK_BYTES`]), and the resources themselves count against the
-//! task's `resource_handles`.
+//! sent. Both are capped per resource ([`FIELD_SIZE_LIMIT`],
+//! [`BODY_CHUNK_BYTES`]), the resources count against `resource_handles`,
+//! and the most they can hold together ([`BYTES_PER_HANDLE`] per handle)
+//! is held against the instance's memory limit for the whole task: an
+//! agent cannot make the host hold more for it than `memory_mib` allows,
+//! however it spends its handles.
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -43,13 +46,39 @@ use crate::task_data::TaskData;
 /// The `wasi:http` version the host implements (wasmtime-wasi-http's).
 pub(super) const VERSION: &str = "0.2.12";
 
-/// Bytes one `fields` resource may hold (its in-memory size): the usual
-/// proxy header limit, so a guest's fields cost the host little.
-pub const FIELD_SIZE_LIMIT: usize = 16 << 10;
+/// Bytes one `fields` resource may hold (its in-memory size, as
+/// wasmtime-wasi-http counts it): the usual proxy header limit.
+pub const FIELD_SIZE_LIMIT: usize = 8 << 10;
 
 /// Largest single write to an outgoing body that the host copies; one such
 /// chunk is buffered per body until the request is sent.
-pub const BODY_CHUNK_BYTES: usize = 16 << 10;
+pub const BODY_CHUNK_BYTES: usize = 4 << 10;
+
+/// What one of the guest's wasi:http resources can make the host hold at
+/// most: a full `fields` (or a request holding one) with the header map's
+/// own tables, or a body's buffered chunk. An agent linking wasi:http has
+/// `resource_handles` × this held against its memory limit for the whole
+/// task, so whatever it does with its handles stays inside `memory_mib`.
+pub const BYTES_PER_HANDLE: u64 = 10 << 10;
+
+/// The memory held for an agent's wasi:http buffers.
+pub(super) fn buffer_bytes(limits: &crate::policy::Limits) -> u64 {
+    u64::from(limits.resource_handles) * BYTES_PER_HANDLE
+}
+
+/// Refuses an agent whose memory limit cannot hold its wasi:http buffers.
+pub(super) fn check_budget(limits: &crate::policy::Limits) -> Result<(), String> {
+    let (need, have) = (buffer_bytes(limits), limits.memory_mib << 20);
+    if need >= have / 2 {
+        return Err(format!(
+            "wasi:http may hold up to {BYTES_PER_HANDLE} bytes per resource handle for the agent: {} handles take \
+             {need} bytes, at least half of its memory_mib ({have} bytes); lower [limits] resource_handles or raise \
+             memory_mib",
+            limits.resource_handles
+        ));
+    }
+    Ok(())
+}
 
 /// A fresh `wasi:http` context for a task.
 pub(super) fn context() -> WasiHttpCtx {
@@ -101,7 +130,9 @@ impl WasiHttpHooks for HttpCore {
     ) -> Exchange {
         let task = self.task.clone();
         let (parts, body) = request.into_parts();
+        let buffers = self.buffers;
         let checked = method_of(&parts.method)
+            .and_then(|m| if buffers { Ok(m) } else { Err(no_buffers(&task)) })
             .and_then(|method| Ok((method, headers_of(&parts.headers)?)))
             .and_then(|(method, headers)| self.check(method, &parts.uri.to_string(), &headers, 0));
         let counters = self.counters.clone();
@@ -123,6 +154,15 @@ impl WasiHttpHooks for HttpCore {
             Ok((response, Box::new(async { Ok(()) }) as IoDone))
         })
     }
+}
+
+/// The refusal of every request when the buffers' memory could not be held.
+fn no_buffers(task: &TaskHandle) -> Refusal {
+    let msg = format!(
+        "the memory for wasi:http's buffers would take the instance past its memory limit of {} bytes (memory_mib)",
+        task.memory_limit()
+    );
+    ("memory-limit", HttpError::TooLarge(msg))
 }
 
 fn method_of(method: &http::Method) -> Result<Method, Refusal> {
