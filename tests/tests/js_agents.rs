@@ -178,6 +178,11 @@ async fn js_fetch_goes_out_only_under_the_outbound_http_rules() {
     let (out, report) = run(serde_json::json!({"url": server.url("/hello")})).await;
     assert_eq!(out, serde_json::json!({"status": 200, "body": "hello from the test server", "redirected": false}));
     assert_eq!(report.usage.counter("outbound-http", "requests"), 1);
+    // A body goes out (fetch sets its content-length; the host sends the
+    // length of the body it read): the server answers that /hello takes no POST.
+    let (out, report) = run(serde_json::json!({"url": server.url("/hello"), "method": "POST", "body": "hello"})).await;
+    assert_eq!(out["status"], 405, "{out}");
+    assert!(report.usage.counter("outbound-http", "bytes_sent") >= (server.url("/hello").len() + 5) as u64);
     // A redirect comes back as the response (the host follows none; this
     // fetch does not either), so the metadata address is never asked.
     let (out, report) = run(serde_json::json!({"url": server.url("/redirect-metadata")})).await;

@@ -266,6 +266,11 @@ async fn python_wasi_http_goes_out_only_under_the_outbound_http_rules() {
     let report = host.run(&agent, &format!(r#"{{"url":"{}"}}"#, server.url("/hello"))).await;
     assert_eq!(report.outcome, Ok(r#"{"status": 200, "body": "hello from the test server"}"#.to_string()));
     assert_eq!(report.usage.counter("outbound-http", "requests"), 1);
+    // A body goes out, written after the request was handed over.
+    let report =
+        host.run(&agent, &format!(r#"{{"url":"{}","method":"POST","body":"hello"}}"#, server.url("/hello"))).await;
+    assert_eq!(report.outcome, Ok(r#"{"status": 405, "body": ""}"#.to_string()));
+    assert_eq!(report.usage.counter("outbound-http", "bytes_sent"), (server.url("/hello").len() + 5) as u64);
     // A redirect comes back as the response.
     let report = host.run(&agent, &format!(r#"{{"url":"{}"}}"#, server.url("/redirect-metadata"))).await;
     assert_eq!(report.outcome, Ok(r#"{"status": 307, "body": ""}"#.to_string()));

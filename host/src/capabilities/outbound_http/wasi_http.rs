@@ -109,8 +109,14 @@ type Exchange = Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoDone
 type IoDone = Box<dyn Future<Output = Result<(), WasiError>> + Send>;
 
 impl WasiHttpHooks for HttpCore {
+    /// The host's own headers, except `content-length`: wasi:http checks
+    /// the body against it (a client such as `fetch` sets it), and the
+    /// request that leaves carries the length of the body the host read.
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
-        Arc::new(|name| DEFAULT_FORBIDDEN_HEADERS.contains(name) || FORBIDDEN_HEADERS.contains(&name.as_str()))
+        Arc::new(|name| {
+            DEFAULT_FORBIDDEN_HEADERS.contains(name)
+                || (name != http::header::CONTENT_LENGTH && FORBIDDEN_HEADERS.contains(&name.as_str()))
+        })
     }
 
     /// The URL carries the host; the client sets `Host` from it.
@@ -182,7 +188,10 @@ fn method_of(method: &http::Method) -> Result<Method, Refusal> {
 }
 
 fn headers_of(map: &http::HeaderMap) -> Result<Vec<(String, String)>, Refusal> {
+    super::check_header_count(map.len())?;
+    // The length that goes out is the body's, set by the client.
     map.iter()
+        .filter(|(name, _)| **name != http::header::CONTENT_LENGTH)
         .map(|(name, value)| {
             let value = value.to_str().map_err(|_| {
                 let msg = format!("the value of header `{}` is not text", name.as_str());
