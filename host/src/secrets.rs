@@ -25,9 +25,7 @@ pub struct Secrets {
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&str> = self.values.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        f.debug_struct("Secrets").field("names", &names).finish_non_exhaustive()
+        f.debug_struct("Secrets").field("names", &self.names()).finish_non_exhaustive()
     }
 }
 

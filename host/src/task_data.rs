@@ -45,8 +45,7 @@ impl TaskData {
 
     /// The task state of type `S`, if a capability of the agent has it.
     pub fn try_state<S: Send + 'static>(&mut self) -> Option<&mut S> {
-        let id = TypeId::of::<S>();
-        self.states.iter_mut().find(|(t, _)| *t == id).and_then(|(_, s)| s.downcast_mut::<S>())
+        find_state(&mut self.states)
     }
 
     /// The task's resource table and the task state of type `S` at once
@@ -55,9 +54,7 @@ impl TaskData {
     /// # Panics
     /// As [`Self::state`].
     pub fn table_and_state<S: Send + 'static>(&mut self) -> (&mut ResourceTable, &mut S) {
-        let id = TypeId::of::<S>();
-        let state = self.states.iter_mut().find(|(t, _)| *t == id).and_then(|(_, s)| s.downcast_mut::<S>());
-        (&mut self.table, state.expect("a linked capability has its task state"))
+        (&mut self.table, find_state(&mut self.states).expect("a linked capability has its task state"))
     }
 
     /// The task's resource table (handles the guest holds).
@@ -79,4 +76,10 @@ impl Drop for TaskData {
         self.metrics.instance_ended();
         self.usage.linear_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// The state of type `S` among a task's capability states.
+fn find_state<S: Send + 'static>(states: &mut [(TypeId, Box<dyn Any + Send>)]) -> Option<&mut S> {
+    let id = TypeId::of::<S>();
+    states.iter_mut().find(|(t, _)| *t == id).and_then(|(_, s)| s.downcast_mut::<S>())
 }
